@@ -1,0 +1,7 @@
+"""``mixreorg data ...``: the sub-app; each command lives in its own module."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(no_args_is_help=True)

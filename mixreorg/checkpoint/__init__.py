@@ -1,0 +1,1 @@
+"""Checkpoint formats: ours (safetensors + config), the official GroupViT release, Hugging Face transformers."""

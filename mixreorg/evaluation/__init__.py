@@ -1,0 +1,1 @@
+"""Zero-shot evaluation: sliding-window inference, protocols, mIoU and classification accuracy."""

@@ -1,0 +1,1 @@
+"""Inference: class-name prompts to text embeddings, dense per-class logits, the predictor object."""

@@ -1,0 +1,1 @@
+"""Training losses: image-text contrastive, multi-label contrastive, mixed segmentation, restoration."""

@@ -1,0 +1,1 @@
+"""Pretraining: the distributed loop, optimizer and schedule, checkpoints, logging."""
