@@ -94,6 +94,10 @@ class LossConfig:
     restoration_weight: float = 1.0
     # Gather features with gradients across ranks (GroupViT does); false keeps each rank's graph local.
     gather_with_grad: bool = True
+    # Captions the mixed segmentation loss classifies patches into: "global" (the whole batch across
+    # ranks, so the loss does not depend on the number of GPUs), "local" (this rank's batch) or
+    # "group" (only the K images mixed together).
+    segmentation_texts: str = "global"
 
 
 @dataclass

@@ -20,6 +20,10 @@ class MixingPlan:
     inverse: Tensor  # [G, N, K] long: mixed image that holds each source token
     group_size: int
 
+    def select_groups(self, start: int, stop: int) -> MixingPlan:
+        """The plan of groups [start, stop): one rank's share of a plan sampled for the global batch."""
+        return MixingPlan(self.perm[start:stop], self.inverse[start:stop], self.group_size)
+
     @property
     def labels(self) -> Tensor:
         """[B, N]: index in the local batch of the image (and caption) each mixed patch came from."""

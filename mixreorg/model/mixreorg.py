@@ -78,8 +78,18 @@ class MixReorgModel(nn.Module):
         """[B, S, D] projected embeddings of the final segment tokens."""
         return self.image_projector(out.tokens)
 
-    def forward(self, images: Tensor, texts: Tensor, generator: torch.Generator | None = None) -> TrainOutputs:
+    def forward(
+        self,
+        images: Tensor,
+        texts: Tensor,
+        generator: torch.Generator | None = None,
+        plan: MixingPlan | None = None,
+    ) -> TrainOutputs:
         """Training forward. ``texts`` is [B, 1 + K_txt, L]: the caption, then K_txt noun prompts.
+
+        MixReorg samples a mixing plan from ``generator`` unless ``plan`` is given (distributed training
+        passes each rank its slice of one plan for the global batch, so results do not depend on the
+        number of ranks).
 
         Captions and prompts go through the text tower in one batch, as GroupViT does, so the text
         projector's BatchNorm sees them together.
@@ -97,9 +107,10 @@ class MixReorgModel(nn.Module):
         if not mixing.enabled:
             image, _ = self.encode_image(images)
             return TrainOutputs(image=image, **common)
-        patch = self.cfg.vision.patch_size
-        num_tokens = (images.shape[-2] // patch) * (images.shape[-1] // patch)
-        plan = sample_mixing_plan(batch, num_tokens, mixing.group_size, images.device, generator)
+        if plan is None:
+            patch = self.cfg.vision.patch_size
+            num_tokens = (images.shape[-2] // patch) * (images.shape[-1] // patch)
+            plan = sample_mixing_plan(batch, num_tokens, mixing.group_size, images.device, generator)
         return self.forward_mixreorg(images, plan, common)
 
     def forward_mixreorg(self, images: Tensor, plan: MixingPlan, common: dict) -> TrainOutputs:
