@@ -1,0 +1,134 @@
+"""The image/text encoders and the three-branch MixReorg forward: shapes, sizes, invariants, gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mixreorg.config import load_config
+from mixreorg.errors import MixreorgError
+from mixreorg.model import build_model, tokenize
+from mixreorg.model.mixing import mix, sample_mixing_plan
+
+
+def _count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_groupvit_preset_has_the_official_parameter_counts():
+    # Figures from the spec (instantiating the official modules): 55,726,610 in total.
+    model = build_model("groupvit_vits16")
+    assert _count(model.image_encoder) == 28_837_136
+    assert _count(model.text_encoder) == 22_145_792
+    assert _count(model.image_projector) == 2_633_984
+    assert _count(model.text_projector) == 2_109_696
+    assert _count(model) == 55_726_610
+    # MixReorg: 64 -> 32 groups plus one contextual block (spec 8.1).
+    assert _count(build_model("mixreorg_vits16").image_encoder) == 28_860_224 + 1_774_464
+
+
+def test_image_encoder_runs_at_other_sizes_in_eval(tiny_model):
+    tiny_model.eval()
+    with torch.no_grad():
+        out = tiny_model.image_encoder(torch.randn(2, 3, 64, 96))
+    assert out.grid == (8, 12)
+    assert out.tokens.shape == (2, 8, 96) and out.pooled.shape == (2, 96)
+    first, second = out.assignments
+    assert first.soft.shape == (2, 16, 96) and second.soft.shape == (2, 8, 16)
+    # Every token is assigned to exactly one group at inference, and soft maps are distributions.
+    assert torch.equal(first.hard.sum(dim=1), torch.ones(2, 96))
+    torch.testing.assert_close(first.soft.sum(dim=1), torch.ones(2, 96))
+
+
+def test_inference_is_deterministic_and_training_assignment_is_noisy(tiny_model):
+    images = torch.randn(2, 3, 64, 64)
+    tiny_model.eval()
+    with torch.no_grad():
+        a, b = tiny_model.encode_image(images)[0], tiny_model.encode_image(images)[0]
+    assert torch.equal(a, b)
+    tiny_model.train()
+    torch.manual_seed(1)
+    hard_1 = tiny_model.image_encoder(images).assignments[0].hard
+    torch.manual_seed(2)
+    hard_2 = tiny_model.image_encoder(images).assignments[0].hard
+    assert not torch.equal(hard_1, hard_2)  # gumbel noise only in training
+
+
+def test_original_branch_of_mixreorg_equals_plain_forward(tiny_model):
+    tiny_model.eval()
+    images = torch.randn(8, 3, 64, 64)
+    plan = sample_mixing_plan(8, 64, 4, torch.device("cpu"), torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        branches = tiny_model.image_encoder.forward_mixreorg(images, plan, tiny_model.cfg.mixing)
+        plain = tiny_model.image_encoder(images)
+    torch.testing.assert_close(branches.original.tokens, plain.tokens, atol=1e-5, rtol=1e-5)
+
+
+def test_without_progressive_mixing_the_mixed_branch_is_the_encoder_on_mixed_tokens(tiny_config):
+    cfg = load_config("tiny", ["model.mixing.progressive_layers=0"])
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    images = torch.randn(8, 3, 64, 64)
+    plan = sample_mixing_plan(8, 64, 4, torch.device("cpu"), torch.Generator().manual_seed(3))
+    encoder = model.image_encoder
+    with torch.no_grad():
+        branches = encoder.forward_mixreorg(images, plan, cfg.model.mixing)
+        tokens, grid = encoder.embed(images)
+        expected = encoder._stages(mix(tokens, plan), None, 0, [], grid)
+        progressive = encoder.forward_mixreorg(images, plan, tiny_config.model.mixing)
+    torch.testing.assert_close(branches.mixed.tokens, expected.tokens, atol=1e-5, rtol=1e-5)
+    # With P > 0 the original features enter the mixed branch, so it changes.
+    assert not torch.allclose(progressive.mixed.tokens, expected.tokens, atol=1e-3)
+
+
+@pytest.mark.parametrize("mode", ["output", "input", "average"])
+def test_training_forward_reaches_every_parameter(mode):
+    torch.manual_seed(0)
+    model = build_model("tiny", [f"model.mixing.progressive_mode={mode}"])
+    from mixreorg.losses import compute_losses
+
+    batch = 8
+    texts = tokenize([f"a {c} star on sand" for c in ["red", "blue"] * 16], 32).reshape(batch, 4, 32)
+    out = model(torch.randn(batch, 3, 64, 64), texts, generator=torch.Generator().manual_seed(0))
+    losses = compute_losses(out, load_config("tiny").loss, group_size=4)
+    assert set(losses) == {"contrastive_loss", "multi_label_loss", "segmentation_loss", "restoration_loss", "loss"}
+    losses["loss"].backward()
+    unused = [name for name, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert unused == []
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    model = build_model("tiny_groupvit", ["model.vision.hard_assignment=false"])
+    images = torch.randn(4, 3, 64, 64)
+    grads = []
+    for checkpointing in (False, True):
+        model.zero_grad()
+        model.image_encoder.grad_checkpointing = checkpointing
+        model.image_encoder(images).pooled.square().sum().backward()
+        grads.append(model.image_encoder.pos_embed.grad.clone())
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_text_encoder_pools_at_the_end_token(tiny_model):
+    tiny_model.eval()
+    tokens = tokenize(["a cat", "a cat"], 32)
+    tokens[1, 5:] = 0  # padding after EOT never changes the embedding (causal mask)
+    tokens[0, 5:] = 7
+    with torch.no_grad():
+        emb = tiny_model.encode_text(tokens)
+    torch.testing.assert_close(emb[0], emb[1])
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.vision.heads=5", "divisible by their number of heads"),
+        ("model.mixing.progressive_layers=9", "progressive_layers must be between 0"),
+        ("model.mixing.progressive_mode=sideways", "progressive_mode must be one of"),
+        ("model.vision.depths=[2,1]", "one entry per stage"),
+    ],
+)
+def test_invalid_model_configs_are_rejected(override, message):
+    with pytest.raises(MixreorgError, match=message):
+        build_model("tiny", [override])
