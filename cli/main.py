@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 
 import typer
-
 from mixreorg.cli import convert, data, evaluate, info, segment, train
+
 from mixreorg.errors import MixreorgError
 
 app = typer.Typer(

@@ -22,7 +22,9 @@ def test_mixreorg_preset_matches_the_paper():
 
 
 def test_overrides_are_typed_and_nested():
-    cfg = load_config("tiny", ["train.batch_size=64", "model.vision.depths=[1,1,1]", "train.base_lr=1", "loss.gather_with_grad=false"])
+    cfg = load_config(
+        "tiny", ["train.batch_size=64", "model.vision.depths=[1,1,1]", "train.base_lr=1", "loss.gather_with_grad=false"]
+    )
     assert cfg.train.batch_size == 64
     assert cfg.model.vision.depths == [1, 1, 1]
     assert isinstance(cfg.train.base_lr, float) and cfg.train.base_lr == 1.0

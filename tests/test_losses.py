@@ -115,7 +115,9 @@ def _rank_worker(rank: int, world: int, port: int, queue) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     inputs = _inputs()
     half = len(inputs["image"]) // world
-    local = {k: v[rank * half : (rank + 1) * half].clone().requires_grad_(v.is_floating_point()) for k, v in inputs.items()}
+    local = {
+        k: v[rank * half : (rank + 1) * half].clone().requires_grad_(v.is_floating_point()) for k, v in inputs.items()
+    }
     local["labels"] = local["labels"] - rank * half
     loss = _all_losses(**local, scale=torch.tensor(8.0))
     # DDP averages gradients over ranks; do the same by hand.

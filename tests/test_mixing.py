@@ -30,7 +30,10 @@ def test_mix_keeps_positions_labels_sources_and_inverts():
     # Each source patch appears exactly once among the K mixed images of its group.
     for group in range(batch // k):
         sources = mixed[group * k : (group + 1) * k, :, 0]
-        assert torch.equal(sources.sort(dim=0).values, torch.arange(group * k, (group + 1) * k).float().view(k, 1).expand(k, num_tokens))
+        assert torch.equal(
+            sources.sort(dim=0).values,
+            torch.arange(group * k, (group + 1) * k).float().view(k, 1).expand(k, num_tokens),
+        )
     assert torch.equal(unmix(mixed, plan), tokens)
     # The mixing is not the identity: most mixed patches come from another image.
     assert (plan.labels != torch.arange(batch).view(batch, 1)).float().mean() > 0.5

@@ -15,9 +15,12 @@ def validate_model_config(cfg: ModelConfig) -> None:
         raise MixreorgError("model.vision.width and model.text.width must be divisible by their number of heads")
     if vision.image_size % vision.patch_size:
         raise MixreorgError("model.vision.image_size must be a multiple of model.vision.patch_size")
-    if not (len(vision.depths) == len(vision.num_group_tokens) and len(vision.num_output_groups) >= len(vision.depths) - 1):
+    if not (
+        len(vision.depths) == len(vision.num_group_tokens) and len(vision.num_output_groups) >= len(vision.depths) - 1
+    ):
         raise MixreorgError(
-            "model.vision.depths and num_group_tokens need one entry per stage, num_output_groups one per grouping stage"
+            "model.vision.depths and num_group_tokens need one entry per stage, "
+            "num_output_groups one per grouping stage"
         )
     if vision.num_group_tokens[0] <= 0:
         raise MixreorgError("model.vision.num_group_tokens[0] must be positive: the first stage must group")

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mixreorg.model.layers import CrossAttnBlock, Mlp, MixerMlp
+from mixreorg.model.layers import CrossAttnBlock, MixerMlp, Mlp
 
 
 @dataclass

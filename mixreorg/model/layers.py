@@ -7,8 +7,8 @@ checkpoints map onto ours by prefix alone.
 from __future__ import annotations
 
 import torch
-import torch.utils.checkpoint
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
 

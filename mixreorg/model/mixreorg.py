@@ -52,7 +52,9 @@ class MixReorgModel(nn.Module):
         self.image_projector = ProjectMLP(cfg.vision.width, proj.hidden_dim, proj.embed_dim, proj.num_layers)
         self.text_projector = ProjectMLP(cfg.text.width, proj.hidden_dim, proj.embed_dim, proj.num_layers)
         self.logit_scale = nn.Parameter(torch.tensor(cfg.logit_scale_init))
-        self.multi_label_logit_scale = None if cfg.share_temperature else nn.Parameter(torch.tensor(cfg.logit_scale_init))
+        self.multi_label_logit_scale = (
+            None if cfg.share_temperature else nn.Parameter(torch.tensor(cfg.logit_scale_init))
+        )
         if cfg.text.init_from_open_clip:
             init_text_from_open_clip(self.text_encoder, cfg.text.init_from_open_clip, cfg.text.init_pretrained_tag)
 
@@ -62,7 +64,11 @@ class MixReorgModel(nn.Module):
 
     def temperature(self, multi_label: bool = False) -> Tensor:
         """exp(logit_scale) clamped at ``logit_scale_max`` (100), as every GroupViT loss uses it."""
-        param = self.multi_label_logit_scale if multi_label and self.multi_label_logit_scale is not None else self.logit_scale
+        param = (
+            self.multi_label_logit_scale
+            if multi_label and self.multi_label_logit_scale is not None
+            else self.logit_scale
+        )
         return param.exp().clamp(max=self.cfg.logit_scale_max)
 
     def encode_text(self, tokens: Tensor) -> Tensor:
