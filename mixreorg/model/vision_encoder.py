@@ -43,7 +43,8 @@ class VisionEncoder(nn.Module):
         self.contextual_blocks = nn.ModuleList(
             Block(cfg.width, cfg.heads, cfg.mlp_ratio, 0.0, cfg.layer_norm_eps) for _ in range(cfg.contextual_layers)
         )
-        drop_path = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths)).tolist()
+        total = sum(cfg.depths)
+        drop_path = [cfg.drop_path_rate * i / max(total - 1, 1) for i in range(total)]  # linear, as torch.linspace
         self.layers = nn.ModuleList()
         start = 0
         for index, depth in enumerate(cfg.depths):
