@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_every_package_folder_is_listed_in_pyproject():
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "mixreorg").rglob("__init__.py")}
-    found.add("mixreorg.cli")
+    found |= {"mixreorg.cli", "mixreorg.data_manifests"}
     assert found == listed
 
 
