@@ -78,8 +78,9 @@ def _handler(folder: Path, server: LocalServer) -> type[SimpleHTTPRequestHandler
             if server.cut_after is not None:
                 body = body[: server.cut_after]
                 self.close_connection = True
-            self.wfile.write(body)
+            # Recorded before the body goes out: the client may assert on it as soon as it has read the bytes.
             server.requests.append(Request(self.path, wanted, 206 if start else 200, len(body)))
+            self.wfile.write(body)
 
     return Handler
 
