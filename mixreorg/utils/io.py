@@ -8,6 +8,10 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+# mkstemp creates 0600 files; give finished files the permissions a plain open() would (shared clusters).
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -25,6 +29,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -1,0 +1,320 @@
+"""The training loader: webdataset shards -> (images, texts) batches that are deterministic and resumable.
+
+Each rank reads its own shards (split by rank, then by DataLoader worker, explicitly: no environment lookups),
+batches are formed from raw tar samples before anything is decoded, and every random choice (shard order,
+shuffle buffer, crops, prompt words) is seeded from (seed, epoch, rank, worker, batch). So the stream is a pure
+function of those numbers, and ``start_batch=n`` replays batches n, n+1, ... of the uninterrupted epoch after
+skipping the first n raw batches without decoding them.
+
+Steps per epoch follow open_clip: ``ceil(num_samples / (batch * world))`` batches per rank, rounded up to a
+multiple of the workers, and every worker yields exactly its share. A worker that runs out of shards starts
+over on them in a new order, so every rank runs the same number of steps (DDP never waits on a missing batch).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import io
+import itertools
+import logging
+import math
+import multiprocessing
+import random
+from collections.abc import Iterable, Iterator
+
+import torch
+import webdataset as wds
+from PIL import Image
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from mixreorg.data.nouns import make_prompts
+from mixreorg.data.transforms import TrainAugmentation, build_train_transform
+from mixreorg.data.verify import IMAGE_KEYS, TEXT_KEYS, resolve_shards
+from mixreorg.errors import MixreorgError
+from mixreorg.model import tokenize
+
+log = logging.getLogger(__name__)
+
+
+def derive_seed(*parts: int | str) -> int:
+    """A 63-bit seed from any tuple, identical in every process (unlike ``hash``)."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamSpec:
+    """Everything that determines one rank's batches; pickled into each DataLoader worker."""
+
+    urls: tuple[str, ...]
+    batch_size: int
+    rank: int
+    world_size: int
+    workers: int
+    seed: int
+    epoch: int
+    batches_per_worker: int
+    start_batch: int
+    resampled: bool
+    shuffle_buffer: int
+    image_size: int
+    augmentation: str
+    crop_scale_min: float
+    context_length: int
+    multi_label: int
+
+    @property
+    def readers(self) -> int:
+        return max(self.workers, 1)
+
+
+class _Counters:
+    """Counts shared by all workers of a loader: tar-level read errors and undecodable images."""
+
+    def __init__(self) -> None:
+        self.read_errors = multiprocessing.Value("l", 0)
+        self.corrupt_samples = multiprocessing.Value("l", 0)
+
+    def add(self, counter, message: str) -> bool:
+        with counter.get_lock():
+            counter.value += 1
+            if counter.value <= 5 or counter.value % 1000 == 0:
+                log.warning("skipping unreadable data (%d so far): %s", counter.value, message)
+        return True  # webdataset handler protocol: True = continue with the next item
+
+
+class ShardBatchStream(IterableDataset):
+    """One rank's batches; inside DataLoader worker ``i`` it plays logical worker ``(i + start_batch) % workers``."""
+
+    def __init__(self, spec: StreamSpec, counters: _Counters) -> None:
+        self.spec, self.counters = spec, counters
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        spec = self.spec
+        info = get_worker_info()
+        # DataLoader hands out batches round-robin from worker 0, so after skipping n batches the worker that
+        # must deliver batch n is the one in position 0: rotate the roles by n.
+        logical = ((info.id if info else 0) + spec.start_batch) % spec.readers
+        skip = max(0, -(-(spec.start_batch - logical) // spec.readers))
+        batches = _chunks(self._raw_samples(logical), spec.batch_size)
+        for _ in range(skip):
+            next(batches)
+        transform = build_train_transform(spec.augmentation, spec.image_size, spec.crop_scale_min)
+        for index in range(skip, spec.batches_per_worker):
+            yield self._collate(next(batches), derive_seed(spec.seed, spec.epoch, spec.rank, logical, index), transform)
+
+    def _raw_samples(self, logical: int) -> Iterator[dict]:
+        """This reader's endless stream of undecoded samples that have an image and a caption.
+
+        Epoch mode reads its shards in passes (the first pass is the epoch proper; later ones only top up
+        the last batches) and flushes the shuffle buffer at the end of each pass, so no sample of a pass
+        is held back while another pass's samples are served.
+        """
+        spec = self.spec
+        produced = [0]
+        handler = lambda exn: self.counters.add(self.counters.read_errors, repr(exn))
+
+        def read(urls: Iterable[str]) -> Iterator[dict]:
+            for sample in wds.tarfile_to_samples(handler=handler)({"url": url} for url in urls):
+                if any(k in sample for k in IMAGE_KEYS) and any(k in sample for k in TEXT_KEYS):
+                    produced[0] += 1
+                    yield sample
+
+        def shuffled(samples: Iterator[dict], *key: int) -> Iterator[dict]:
+            if spec.shuffle_buffer <= 1:
+                return samples
+            rng = random.Random(derive_seed("buffer", spec.seed, spec.epoch, spec.rank, logical, *key))
+            return wds.shuffle(spec.shuffle_buffer, min(spec.shuffle_buffer, 1000), rng=rng)(samples)
+
+        def nothing_usable() -> MixreorgError:
+            return MixreorgError(
+                f"rank {spec.rank} worker {logical} read no usable sample from its shards "
+                f"(e.g. {spec.urls[0]}); check them with 'mixreorg data verify'"
+            )
+
+        if spec.resampled:
+            rng = random.Random(derive_seed("resample", spec.seed, spec.epoch, spec.rank, logical))
+
+            def draws() -> Iterator[str]:
+                silent = 0  # shards in a row that gave nothing: all of them bad would spin forever
+                while silent <= 2 * len(spec.urls) + 10:
+                    before = produced[0]
+                    yield rng.choice(spec.urls)
+                    silent = silent + 1 if produced[0] == before else 0
+                raise nothing_usable()
+
+            yield from shuffled(read(draws()))
+            return
+        order = list(spec.urls)
+        random.Random(derive_seed("shards", spec.seed, spec.epoch)).shuffle(order)
+        mine = order[spec.rank :: spec.world_size][logical :: spec.readers]
+        for repeat in itertools.count():
+            if repeat:
+                random.Random(derive_seed("repeat", spec.seed, spec.epoch, spec.rank, logical, repeat)).shuffle(mine)
+            before = produced[0]
+            yield from shuffled(read(mine), repeat)
+            if produced[0] == before:
+                raise nothing_usable()
+
+    def _decode(self, sample: dict) -> tuple[Image.Image, str] | None:
+        data = next(sample[k] for k in IMAGE_KEYS if k in sample)
+        text = next(sample[k] for k in TEXT_KEYS if k in sample)
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                image.load()
+                rgb = image if image.mode == "RGB" else image.convert("RGB")
+        except Exception as exn:  # PIL raises OSError, SyntaxError, ValueError... for bad bytes
+            where = f"{sample.get('__key__')} in {sample.get('__url__')}"
+            self.counters.add(self.counters.corrupt_samples, f"{where}: {exn}")
+            return None
+        return rgb, text.decode("utf-8", errors="replace") if isinstance(text, bytes) else str(text)
+
+    def _collate(self, raw: list[dict], seed: int, transform: TrainAugmentation) -> tuple[torch.Tensor, torch.Tensor]:
+        spec = self.spec
+        decoded = [self._decode(sample) for sample in raw]
+        good = [d for d in decoded if d is not None]
+        if not good:
+            raise MixreorgError(
+                f"no image of a whole batch of {len(raw)} could be decoded (first: {raw[0].get('__url__')}); "
+                "check the shards with 'mixreorg data verify'"
+            )
+        # An undecodable image takes the place of a good one from the same batch: batch sizes and the raw
+        # sample -> batch mapping stay fixed, which keeps resuming exact.
+        decoded = [d if d is not None else good[i % len(good)] for i, d in enumerate(decoded)]
+        prompt_rng = random.Random(seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            pixels = torch.stack([transform.pixels(image) for image, _ in decoded])
+            images = transform.finish(pixels, out=_batch_buffer(pixels.shape))
+        captions = [caption for _, caption in decoded]
+        tokens = torch.empty((len(raw), 1 + spec.multi_label, spec.context_length), dtype=torch.long)
+        tokens[:, 0] = tokenize(captions, spec.context_length)
+        for row, caption in enumerate(captions if spec.multi_label else []):
+            for column, prompt in enumerate(make_prompts(caption, prompt_rng, spec.multi_label), 1):
+                tokens[row, column] = _prompt_tokens(prompt, spec.context_length)
+        return images, tokens
+
+
+def _batch_buffer(shape: torch.Size) -> torch.Tensor:
+    """A float batch; inside a DataLoader worker it is made in shared memory, as torch's own collate does,
+    so handing it to the main process does not copy it again."""
+    images = torch.empty(shape, dtype=torch.float32)
+    return images.share_memory_() if get_worker_info() is not None else images
+
+
+@functools.lru_cache(maxsize=16384)
+def _prompt_tokens(prompt: str, context_length: int) -> torch.Tensor:
+    """Noun prompts repeat (80 templates x common words): tokenizing each string once saves most of the cost."""
+    return tokenize([prompt], context_length)[0]
+
+
+def _chunks(samples: Iterator[dict], size: int) -> Iterator[list[dict]]:
+    while True:
+        yield [next(samples) for _ in range(size)]
+
+
+class TrainLoader:
+    """Iterable over one epoch of (images [B,3,S,S], texts [B,1+K,L]) for this rank.
+
+    ``steps_per_epoch`` is the full epoch; ``len(loader)`` counts what is left after ``start_batch``.
+    ``set_epoch(e, start_batch)`` moves to another epoch without rebuilding (workers start fresh per epoch).
+    """
+
+    def __init__(self, spec: StreamSpec, num_samples: int) -> None:
+        self.spec, self.num_samples = spec, num_samples
+        self.counters = _Counters()
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.spec.batches_per_worker * self.spec.readers
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch - self.spec.start_batch
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        _check_start(start_batch, self.steps_per_epoch)
+        self.spec = dataclasses.replace(self.spec, epoch=epoch, start_batch=start_batch)
+
+    @property
+    def corrupt_samples(self) -> int:
+        """Images that failed to decode so far (each replaced by another image of its batch)."""
+        return self.counters.corrupt_samples.value
+
+    @property
+    def read_errors(self) -> int:
+        """Tar-level errors so far (truncated or unreadable shards; the rest of such a shard is skipped)."""
+        return self.counters.read_errors.value
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        loader = DataLoader(
+            ShardBatchStream(self.spec, self.counters),
+            batch_size=None,
+            shuffle=False,
+            num_workers=self.spec.workers,
+            persistent_workers=False,
+        )
+        return iter(loader)
+
+
+def _check_start(start_batch: int, steps: int) -> None:
+    if not 0 <= start_batch <= steps:
+        raise MixreorgError(f"start_batch {start_batch} is outside the epoch's {steps} steps")
+
+
+def build_train_loader(
+    spec: str,
+    *,
+    batch_size: int,
+    rank: int = 0,
+    world_size: int = 1,
+    workers: int = 4,
+    seed: int = 0,
+    epoch: int = 0,
+    image_size: int = 224,
+    context_length: int = 77,
+    multi_label: int = 3,
+    augmentation: str = "groupvit",
+    crop_scale_min: float = 0.08,
+    shuffle_buffer: int = 10000,
+    resampled: bool = False,
+    num_samples: int = 0,
+    start_batch: int = 0,
+) -> TrainLoader:
+    """The training loader for this rank over the shards in ``spec`` (paths, folders, brace patterns, globs,
+    URLs, ``pipe:`` commands or ``data verify`` manifests, joined with ``::``).
+
+    ``num_samples`` sizes the epoch (0 = the manifest's total). In epoch mode (``resampled=False``) there must
+    be at least ``max(workers, 1) * world_size`` shards.
+    """
+    shards = resolve_shards(spec)
+    if num_samples <= 0:
+        if shards.total is None:
+            raise MixreorgError(
+                "the number of training samples is unknown: pass data.train_num_samples, or give a manifest "
+                "written by 'mixreorg data verify' (or 'data shard' / 'data synth') as the training data"
+            )
+        num_samples = shards.total
+    if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size or workers < 0:
+        raise MixreorgError(
+            f"invalid loader layout: batch {batch_size}, rank {rank} of {world_size}, {workers} workers"
+        )
+    readers = max(workers, 1)
+    if not resampled and len(shards.urls) < readers * world_size:
+        raise MixreorgError(
+            f"{len(shards.urls)} shards cannot feed {readers} workers x {world_size} ranks = {readers * world_size} "
+            "readers in epoch mode; use at least that many shards (re-shard with a smaller --shard-size), "
+            "fewer data.workers, or data.resampled: true"
+        )
+    num_batches = math.ceil(num_samples / (batch_size * world_size))
+    stream = StreamSpec(
+        urls=tuple(shards.urls), batch_size=batch_size, rank=rank, world_size=world_size, workers=workers,
+        seed=seed, epoch=epoch, batches_per_worker=math.ceil(num_batches / readers), start_batch=start_batch,
+        resampled=resampled, shuffle_buffer=shuffle_buffer, image_size=image_size, augmentation=augmentation,
+        crop_scale_min=crop_scale_min, context_length=context_length, multi_label=multi_label,
+    )
+    build_train_transform(augmentation, image_size, crop_scale_min)  # fail here, not inside a worker
+    loader = TrainLoader(stream, num_samples)
+    _check_start(start_batch, loader.steps_per_epoch)
+    return loader

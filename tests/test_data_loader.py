@@ -1,0 +1,155 @@
+"""The training loader: exact epochs over ranks x workers, exact resume, clear layout errors, corrupt images."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import io
+import threading
+from collections import Counter
+
+import pytest
+import torch
+from PIL import Image
+
+from mixreorg.data.loader import build_train_loader
+from mixreorg.data.shards import write_shards
+from mixreorg.data.verify import write_manifest
+from mixreorg.errors import MixreorgError
+from mixreorg.model import tokenize
+
+CONTEXT = 16
+
+
+def _jpeg(i: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 32), ((37 * i) % 256, (11 * i) % 256, 90)).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def _caption(i: int) -> str:
+    return f"photo number {i} of a red star on sand"
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    """8 shards x 10 samples whose captions say which sample they are."""
+    root = tmp_path_factory.mktemp("loader_shards")
+    samples = [{"__key__": f"{i:06d}", "jpg": _jpeg(i), "txt": _caption(i)} for i in range(80)]
+    entries = write_shards(samples, root, shard_size=10)
+    write_manifest(root / "manifest.json", entries)
+    return root
+
+
+@functools.lru_cache(maxsize=1)
+def _caption_ids() -> dict[tuple, int]:
+    tokens = tokenize([_caption(i) for i in range(80)], CONTEXT)
+    return {tuple(row.tolist()): i for i, row in enumerate(tokens)}
+
+
+def _ids(texts: torch.Tensor) -> list[int]:
+    return [_caption_ids()[tuple(row.tolist())] for row in texts[:, 0]]
+
+
+def _loader(spec, **kw):
+    options = dict(batch_size=5, workers=2, image_size=24, context_length=CONTEXT, multi_label=0,
+                   augmentation="light", crop_scale_min=0.5, shuffle_buffer=20, seed=3)
+    options.update(kw)
+    return build_train_loader(str(spec), **options)
+
+
+def test_two_ranks_two_workers_see_every_sample_once_per_epoch(shards):
+    torch.set_num_threads(1)
+    seen = Counter()
+    orders = []
+    for rank in range(2):
+        loader = _loader(shards / "manifest.json", rank=rank, world_size=2)
+        assert loader.steps_per_epoch == 8 == len(loader)
+        batches = list(loader)
+        assert len(batches) == 8
+        for images, texts in batches:
+            assert images.shape == (5, 3, 24, 24) and images.dtype == torch.float32
+            assert texts.shape == (5, 1, CONTEXT) and texts.dtype == torch.long
+            seen.update(_ids(texts))
+        orders.append([i for _, texts in batches for i in _ids(texts)])
+    assert sorted(seen) == list(range(80)) and set(seen.values()) == {1}
+    # the next epoch reshuffles shards and samples
+    next_loader = _loader(shards / "manifest.json", rank=0, world_size=2, epoch=1)
+    next_epoch = [i for _, texts in next_loader for i in _ids(texts)]
+    assert sorted(next_epoch) != sorted(orders[0]) or next_epoch != orders[0]
+
+
+def test_resume_replays_the_tail_of_the_epoch_exactly(shards):
+    torch.set_num_threads(1)
+    common = dict(rank=1, world_size=2, workers=2, augmentation="groupvit", multi_label=3, epoch=2)
+    full = list(_loader(shards / "manifest.json", **common))
+    for start in (3, 4):
+        if start == 3:
+            resumed = _loader(shards / "manifest.json", start_batch=start, **common)
+        else:  # the same through set_epoch on a loader built for another epoch
+            resumed = _loader(shards / "manifest.json", **dict(common, epoch=0))
+            resumed.set_epoch(2, start_batch=start)
+        assert len(resumed) == len(full) - start
+        tail = list(resumed)
+        assert len(tail) == len(full) - start
+        for (images, texts), (want_images, want_texts) in zip(tail, full[start:], strict=True):
+            assert torch.equal(texts, want_texts)
+            assert torch.equal(images, want_images)
+    assert full[0][1].shape == (5, 4, CONTEXT)  # caption + 3 noun prompts
+    again = list(_loader(shards / "manifest.json", **common))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(again, full, strict=True))
+    with pytest.raises(MixreorgError, match="outside the epoch"):
+        resumed.set_epoch(3, start_batch=len(full) + 1)
+
+
+def test_too_few_shards_for_workers_and_ranks_is_an_error(shards):
+    spec = f"{shards}/{{00000..00002}}.tar"
+    with pytest.raises(MixreorgError, match=r"3 shards cannot feed 2 workers x 2 ranks = 4 readers"):
+        _loader(spec, num_samples=30, rank=0, world_size=2)
+    resampled = _loader(spec, num_samples=30, rank=0, world_size=2, resampled=True, workers=0)
+    assert resampled.steps_per_epoch == 3 and len(list(resampled)) == 3
+    with pytest.raises(MixreorgError, match="number of training samples is unknown"):
+        _loader(spec)
+
+
+def test_corrupt_images_are_counted_and_replaced(tmp_path):
+    samples = [{"__key__": f"{i:06d}", "jpg": _jpeg(i), "txt": _caption(i)} for i in range(12)]
+    samples[4]["jpg"] = b"\xff\xd8 broken"
+    entries = write_shards(samples, tmp_path, shard_size=6)
+    write_manifest(tmp_path / "manifest.json", entries)
+    loader = _loader(tmp_path / "manifest.json", workers=0, batch_size=4, shuffle_buffer=0)
+    batches = list(loader)
+    assert len(batches) == 3 and all(images.shape[0] == 4 for images, _ in batches)
+    assert loader.corrupt_samples == 1 and loader.read_errors == 0
+    assert 4 not in [i for _, texts in batches for i in _ids(texts)]
+
+
+def test_transforms_match_torchvision_reference():
+    from torchvision import transforms as T
+
+    from mixreorg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ToNormalizedTensor, build_train_transform
+
+    image = Image.open(io.BytesIO(_jpeg(5))).convert("RGB")
+    reference = T.Compose([T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])(image)
+    assert torch.allclose(ToNormalizedTensor()(image), reference, atol=1e-5)
+    for augmentation in ("groupvit", "light"):
+        out = build_train_transform(augmentation, 24, 0.5)(image)
+        assert out.shape == (3, 24, 24) and out.dtype == torch.float32
+    with pytest.raises(MixreorgError, match="unknown data.augmentation"):
+        build_train_transform("heavy", 24, 0.5)
+
+
+def test_streams_shards_over_http_and_pipe(shards):
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(shards))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        spec = f"http://127.0.0.1:{server.server_address[1]}/{{00000..00007}}.tar"
+        seen = [i for _, texts in _loader(spec, num_samples=80, workers=0, batch_size=8) for i in _ids(texts)]
+    finally:
+        server.shutdown()
+    assert sorted(seen) == list(range(80))
+    piped = _loader(f"pipe:cat {shards}/{{00000..00007}}.tar", num_samples=80, workers=0, batch_size=8)
+    assert sorted(i for _, texts in piped for i in _ids(texts)) == list(range(80))
