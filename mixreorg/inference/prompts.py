@@ -6,18 +6,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mixreorg.data.templates import SIMPLE_TEMPLATES
 from mixreorg.errors import MixreorgError
 from mixreorg.model.mixreorg import MixReorgModel
 from mixreorg.model.text_encoder import tokenize
-
-SEGMENTATION_TEMPLATES = ("a photo of a {}.",)
 
 
 @torch.no_grad()
 def class_embeddings(
     model: MixReorgModel,
     class_names: list[str],
-    templates: tuple[str, ...] | list[str] = SEGMENTATION_TEMPLATES,
+    templates: tuple[str, ...] | list[str] = SIMPLE_TEMPLATES,
     batch_size: int = 256,
 ) -> Tensor:
     """[C, D] L2-normalised class embeddings.
