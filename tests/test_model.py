@@ -134,3 +134,14 @@ def test_text_encoder_pools_at_the_end_token(tiny_model):
 def test_invalid_model_configs_are_rejected(override, message):
     with pytest.raises(MixreorgError, match=message):
         build_model("tiny", [override])
+
+
+def test_trimmed_text_encoding_equals_open_clips_full_length_forward(tiny_model):
+    from mixreorg.model.text_encoder import encode_tokens
+
+    tiny_model.eval()
+    tokens = tokenize(["a cat", "a striped red star lying on the sand"], 32)
+    with torch.no_grad():
+        full = tiny_model.text_encoder(tokens)
+        trimmed = encode_tokens(tiny_model.text_encoder, tokens)
+    torch.testing.assert_close(trimmed, full, atol=1e-5, rtol=1e-5)

@@ -11,7 +11,7 @@ from mixreorg.config.schema import ModelConfig
 from mixreorg.model.grouping import Assignment
 from mixreorg.model.mixing import MixingPlan, sample_mixing_plan
 from mixreorg.model.projector import ProjectMLP
-from mixreorg.model.text_encoder import build_text_encoder, init_text_from_open_clip
+from mixreorg.model.text_encoder import build_text_encoder, encode_tokens, init_text_from_open_clip
 from mixreorg.model.vision_encoder import VisionEncoder, VisionOutput
 
 
@@ -73,7 +73,7 @@ class MixReorgModel(nn.Module):
 
     def encode_text(self, tokens: Tensor) -> Tensor:
         """[T, L] token ids -> [T, D] projected (unnormalised) text embeddings."""
-        return self.text_projector(self.text_encoder(tokens))
+        return self.text_projector(encode_tokens(self.text_encoder, tokens))
 
     def encode_image(self, images: Tensor) -> tuple[Tensor, VisionOutput]:
         """[B, 3, H, W] -> [B, D] projected image embeddings, plus the encoder's tokens and assignments."""

@@ -33,6 +33,21 @@ def build_text_encoder(cfg: TextConfig) -> TextTransformer:
     )
 
 
+def encode_tokens(encoder: TextTransformer, tokens: Tensor) -> Tensor:
+    """[T, L] token ids -> [T, width] features at the EOT token, computed over the used length only.
+
+    Under the causal mask no token sees the ones after it, so cutting the zero padding after the
+    longest sequence's EOT changes nothing but the cost (short prompts: several times cheaper).
+    """
+    length = int(tokens.argmax(dim=-1).max()) + 1
+    tokens = tokens[:, :length]
+    cast = encoder.transformer.get_cast_dtype()
+    x = encoder.token_embedding(tokens).to(cast) + encoder.positional_embedding[:length].to(cast)
+    x = encoder.transformer(x, attn_mask=encoder.attn_mask[:length, :length])
+    x = encoder.ln_final(x)
+    return x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]
+
+
 @functools.lru_cache(maxsize=4)
 def get_tokenizer(context_length: int = 77) -> SimpleTokenizer:
     """CLIP's BPE tokenizer (vocabulary shipped inside open_clip, so it works offline)."""
