@@ -1,10 +1,38 @@
-"""`mixreorg convert` (being built)."""
+"""`mixreorg convert`: move checkpoints between our format, the official GroupViT release and transformers."""
 
 from __future__ import annotations
 
-from mixreorg.errors import MixreorgError
+from pathlib import Path
+
+import typer
 
 
-def convert() -> None:
-    """Not available yet in this version."""
-    raise MixreorgError("'mixreorg convert' is not available yet in this version")
+def convert(
+    src: Path = typer.Argument(
+        ..., help="Checkpoint to read: our folder, a run folder, an official GroupViT .pth, or a transformers folder."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write (created atomically)."),
+    source_format: str = typer.Option(
+        "auto", "--from", help="Source format: auto, ours, official (NVlabs .pth) or hf (transformers)."
+    ),
+    target_format: str = typer.Option("ours", "--to", help="Target format: ours or hf (transformers GroupViTModel)."),
+    preset: str = typer.Option(
+        "",
+        "--preset",
+        help="Preset for the settings the weights do not fix (training, data, heads if unknown); "
+        "default groupvit_vits16, or mixreorg_vits16 for weights with a contextual layer.",
+    ),
+    force: bool = typer.Option(False, "--force", help="Replace --out if it already exists."),
+) -> None:
+    """Convert a checkpoint into our format (safetensors + config.yaml) or export it for transformers."""
+    from mixreorg.checkpoint import convert_checkpoint
+
+    report = convert_checkpoint(src, out, source_format, target_format, preset or None, overwrite=force)
+    for note in report.notes:
+        typer.echo(f"note: {note}")
+    vision = report.config.model.vision
+    typer.echo(
+        f"converted {report.source_format} -> {report.target_format}: {report.out} "
+        f"(width {vision.width}, depths {vision.depths}, groups {vision.num_output_groups}, "
+        f"contextual layers {vision.contextual_layers})"
+    )

@@ -1,10 +1,60 @@
-"""`mixreorg evaluate` (being built)."""
+"""`mixreorg eval`: zero-shot segmentation benchmarks and ImageNet classification under named protocols."""
 
 from __future__ import annotations
 
-from mixreorg.errors import MixreorgError
+from pathlib import Path
+
+import typer
 
 
-def evaluate() -> None:
-    """Not available yet in this version."""
-    raise MixreorgError("'mixreorg evaluate' is not available yet in this version")
+def evaluate(
+    ctx: typer.Context,
+    dataset: str = typer.Option(
+        ..., "--dataset", "-d",
+        help="voc, voc20, context, context59, coco-object, coco-stuff, ade20k, cityscapes, synthetic, imagenet, "
+        "or all (every set found under the data root).",
+    ),
+    checkpoint: str = typer.Option(
+        ..., "--checkpoint", "-c",
+        help="Our folder, a run folder, an official GroupViT .pth, a transformers folder, or a released name.",
+    ),
+    data_root: Path = typer.Option(..., "--data-root", help="Folder holding the benchmarks (mmsegmentation layout)."),
+    protocol: str = typer.Option(
+        "groupvit", "--protocol",
+        help="groupvit: NVlabs settings and per-dataset background thresholds (GroupViT-family papers); "
+        "unified: TCL's 8-benchmark settings with one fixed background score.",
+    ),
+    multi_scale: bool = typer.Option(False, "--multi-scale", help="Average scales 0.5-1.75 (mmseg ratios)."),
+    flip: bool = typer.Option(False, "--flip", help="Also average horizontally flipped inputs."),
+    batch_size: int = typer.Option(8, "--batch-size", "-b", help="Images per step and windows per forward pass."),
+    gpus: int = typer.Option(
+        1, "--gpus", help="Processes via torchrun: one per GPU (CPU processes with --device cpu)."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    out: Path = typer.Option(Path("results.json"), "--out", "-o", help="Results JSON (a markdown twin beside it)."),
+    workers: int = typer.Option(4, "--workers", help="Data-loading processes per evaluating process."),
+    limit: int | None = typer.Option(None, "--limit", help="Only the first N images of each set (quick checks)."),
+    cache_dir: Path | None = typer.Option(
+        None, "--cache-dir", help="Named checkpoints' download folder (default $MIXREORG_CACHE or ~/.cache/mixreorg)."
+    ),
+) -> None:
+    """Evaluate a checkpoint: mIoU (segmentation) or top-1/top-5 (imagenet), with every setting recorded."""
+    from mixreorg.errors import MixreorgError
+    from mixreorg.evaluation.report import console_table, write_report
+    from mixreorg.evaluation.run import EvalRequest, run_evaluation
+    from mixreorg.inference.visualize import check_output_dir
+
+    if ctx.args:
+        raise MixreorgError(f"unexpected arguments: {' '.join(ctx.args)}; see `mixreorg eval --help`")
+    request = EvalRequest(
+        dataset=dataset, checkpoint=checkpoint, data_root=str(data_root), protocol=protocol, multi_scale=multi_scale,
+        flip=flip, batch_size=batch_size, gpus=gpus, device=device, workers=workers, limit=limit,
+        cache_dir=str(cache_dir) if cache_dir else None,
+    )
+    check_output_dir(out.parent)  # fail now, not after the evaluation
+    report = run_evaluation(request)
+    for name, reason in report["skipped"].items():
+        typer.echo(f"skipped {name}: {reason}", err=True)
+    json_path, markdown_path = write_report(report, out)
+    typer.echo(console_table(report["results"]))
+    typer.echo(f"results: {json_path} and {markdown_path}")

@@ -1,10 +1,42 @@
-"""`mixreorg train` (being built)."""
+"""`mixreorg train`: pretraining on one process, several GPUs (torchrun) or several nodes."""
 
 from __future__ import annotations
 
-from mixreorg.errors import MixreorgError
+from pathlib import Path
+
+import typer
 
 
-def train() -> None:
-    """Not available yet in this version."""
-    raise MixreorgError("'mixreorg train' is not available yet in this version")
+def train(
+    ctx: typer.Context,
+    config: str = typer.Option("mixreorg_vits16", "--config", "-c", help="Preset name or YAML file."),
+    data: str = typer.Option(
+        "", "--data", help="Training shards: manifest.json, folder, brace pattern or glob ('::' joins several)."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder: config, checkpoints, logs, final model."),
+    gpus: int = typer.Option(
+        1, "--gpus", help="Processes per node, one per GPU; without GPUs, CPU processes (gloo). >1 starts torchrun."
+    ),
+    nnodes: int = typer.Option(1, "--nnodes", help="Number of nodes (run the same command on each)."),
+    node_rank: int = typer.Option(0, "--node-rank", help="This node's index, 0 to nnodes-1."),
+    master_addr: str = typer.Option("", "--master-addr", help="Hostname of node 0 (multi-node runs)."),
+    master_port: int = typer.Option(29500, "--master-port", help="Free TCP port on node 0 (multi-node runs)."),
+    resume: str = typer.Option(
+        None, "--resume", help="'auto' continues from the run folder's latest checkpoint, or give a checkpoint path."
+    ),
+) -> None:
+    """Pretrain MixReorg or GroupViT. Extra `key=value` arguments override the config (train.batch_size=64)."""
+    from mixreorg.training.launch import LaunchOptions
+    from mixreorg.training.launch import train as launch_train
+
+    options = LaunchOptions(gpus, nnodes, node_rank, master_addr, master_port)
+    status = launch_train(config, data, out, overrides=ctx.args, resume=resume, options=options)
+    if status.get("stopped_by"):
+        typer.echo(
+            f"stopped by {status['stopped_by']} at step {status.get('step')}; checkpoint saved, "
+            f"continue with: mixreorg train ... --out {out} --resume auto",
+            err=True,
+        )
+        raise typer.Exit(143 if status["stopped_by"] == "SIGTERM" else 130)
+    if status:
+        typer.echo(f"trained {status.get('step')} steps; final model: {status.get('final_model')}")

@@ -22,6 +22,7 @@ import logging
 import math
 import multiprocessing
 import random
+import signal
 from collections.abc import Iterable, Iterator
 
 import torch
@@ -254,6 +255,7 @@ class TrainLoader:
             shuffle=False,
             num_workers=self.spec.workers,
             persistent_workers=False,
+            worker_init_fn=_ignore_stop_signals,
         )
         return iter(loader)
 
@@ -261,6 +263,13 @@ class TrainLoader:
 def _check_start(start_batch: int, steps: int) -> None:
     if not 0 <= start_batch <= steps:
         raise MixreorgError(f"start_batch {start_batch} is outside the epoch's {steps} steps")
+
+
+def _ignore_stop_signals(_worker_id: int) -> None:
+    # torchrun and SLURM signal the whole process group on preemption. Workers must outlive the signal so the
+    # training process can finish its step and write a checkpoint; they end when their parent does.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def build_train_loader(

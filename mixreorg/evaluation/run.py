@@ -1,0 +1,202 @@
+"""``mixreorg eval`` end to end: resolve the checkpoint and datasets, evaluate (here or over N processes
+started with torchrun), and return one report that records every setting."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from mixreorg.errors import MixreorgError
+
+SEGMENTATION_SETS = (
+    "voc", "voc20", "context", "context59", "coco-object", "coco-stuff", "ade20k", "cityscapes", "synthetic",
+)
+CLASSIFICATION_SETS = ("imagenet",)
+DATASET_CHOICES = SEGMENTATION_SETS + CLASSIFICATION_SETS + ("all",)
+
+
+@dataclass
+class EvalRequest:
+    dataset: str
+    checkpoint: str
+    data_root: str
+    protocol: str = "groupvit"
+    multi_scale: bool = False
+    flip: bool = False
+    batch_size: int = 8
+    gpus: int = 1
+    device: str = "auto"
+    workers: int = 4
+    limit: int | None = None
+    cache_dir: str | None = None
+    progress: bool = True
+    # Filled in by the launcher for its workers: the resolved checkpoint path and the chosen sets.
+    checkpoint_path: str | None = None
+    datasets: list[str] | None = None
+
+
+def _open(name: str, root: str):
+    if name in CLASSIFICATION_SETS:
+        from mixreorg.data.benchmarks import get_classification_benchmark
+
+        return get_classification_benchmark(name, root)
+    from mixreorg.data.benchmarks import get_benchmark
+
+    nested = Path(root).expanduser() / "synthetic"
+    if name == "synthetic" and nested.is_dir():  # a data root may hold the synthetic corpus beside the real sets
+        try:
+            return get_benchmark(name, nested)
+        except MixreorgError:
+            pass
+    return get_benchmark(name, root)
+
+
+def choose_datasets(request: EvalRequest) -> tuple[list[str], dict[str, str]]:
+    """The sets to run and, for ``all``, the ones skipped with the reason (missing or wrong layout)."""
+    if request.dataset not in DATASET_CHOICES:
+        raise MixreorgError(f"unknown dataset '{request.dataset}'; choose one of: {', '.join(DATASET_CHOICES)}")
+    if not Path(request.data_root).expanduser().is_dir():
+        raise MixreorgError(f"data root {request.data_root} does not exist; pass --data-root DIR holding the sets")
+    if request.dataset != "all":
+        _open(request.dataset, request.data_root)  # fails here, with the expected file named, before any work
+        return [request.dataset], {}
+    chosen, skipped = [], {}
+    for name in SEGMENTATION_SETS + CLASSIFICATION_SETS:
+        try:
+            _open(name, request.data_root)
+            chosen.append(name)
+        except MixreorgError as exc:
+            skipped[name] = str(exc)
+    if not chosen:
+        raise MixreorgError(
+            f"no benchmark found under {request.data_root}; fetch one with `mixreorg data fetch NAME --root DIR`"
+        )
+    return chosen, skipped
+
+
+def pick_device(name: str, world_size: int, local_rank: int = 0) -> torch.device:
+    from mixreorg.inference.predictor import resolve_device
+
+    device = resolve_device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count()
+        if world_size > count:
+            raise MixreorgError(f"--gpus {world_size} asks for more GPUs than the {count} visible")
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return device
+
+
+def evaluate_here(request: EvalRequest, rank: int = 0, world_size: int = 1, local_rank: int = 0) -> dict:
+    """Run every chosen set in this process (one rank of ``world_size``); the report is complete on every rank."""
+    from mixreorg.evaluation.classification import evaluate_classification
+    from mixreorg.evaluation.protocols import resolve_protocol
+    from mixreorg.evaluation.segmentation import evaluate_segmentation
+    from mixreorg.inference.checkpoints import resolve_checkpoint
+    from mixreorg.inference.predictor import load_for_inference
+    from mixreorg.utils.environment import device_name
+
+    device = pick_device(request.device, world_size, local_rank)
+    datasets, skipped = (request.datasets, {}) if request.datasets else choose_datasets(request)
+    path = request.checkpoint_path or str(resolve_checkpoint(request.checkpoint, cache_dir=request.cache_dir))
+    model, config = load_for_inference(path)
+    model = model.to(device)
+    results = []
+    common = dict(device=device, batch_size=request.batch_size, workers=request.workers, limit=request.limit,
+                  rank=rank, world_size=world_size, progress=request.progress)
+    for name in datasets:
+        benchmark = _open(name, request.data_root)
+        if name in CLASSIFICATION_SETS:
+            result = evaluate_classification(model, benchmark, **common)
+        else:
+            protocol = resolve_protocol(
+                request.protocol,
+                name,
+                benchmark.has_background,
+                model.cfg.vision.image_size,
+                multi_scale=request.multi_scale,
+                flip=request.flip,
+                published_threshold=benchmark.protocol.get("bg_thresh"),
+            )
+            result = evaluate_segmentation(model, benchmark, protocol, **common)
+        results.append(result.as_dict())
+    from mixreorg import __version__
+
+    return {
+        "mixreorg_version": __version__,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "checkpoint": request.checkpoint,
+        "checkpoint_path": str(path),
+        "model": config.model.name,
+        "protocol": request.protocol,
+        "multi_scale": request.multi_scale,
+        "flip": request.flip,
+        "batch_size": request.batch_size,
+        "device": device_name() if device.type == "cuda" else "cpu",
+        "world_size": world_size,
+        "precision": "fp32 (TF32 matmuls on CUDA)" if device.type == "cuda" else "fp32",
+        "data_root": str(request.data_root),
+        "limit": request.limit,
+        "skipped": skipped,
+        "results": results,
+    }
+
+
+def launch_distributed(request: EvalRequest) -> dict:
+    """Start ``request.gpus`` processes with torchrun; rank 0 hands back the merged report."""
+    from mixreorg.inference.checkpoints import resolve_checkpoint
+
+    datasets, skipped = choose_datasets(request)
+    # Download (if named) once here, so the ranks do not race for the same cache file.
+    path = resolve_checkpoint(request.checkpoint, cache_dir=request.cache_dir)
+    with tempfile.TemporaryDirectory(prefix="mixreorg-eval-") as tmp:
+        job = dataclasses.replace(request, checkpoint_path=str(path), datasets=datasets)
+        request_file, report_file = Path(tmp) / "request.json", Path(tmp) / "report.json"
+        request_file.write_text(json.dumps({"request": dataclasses.asdict(job), "report_path": str(report_file)}))
+        command = [
+            sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={request.gpus}",
+            "-m", "mixreorg.evaluation.worker", str(request_file),
+        ]
+        env = dict(os.environ)
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // request.gpus)))
+        completed = subprocess.run(command, env=env, check=False)
+        if completed.returncode != 0 or not report_file.is_file():
+            raise MixreorgError(
+                f"the distributed evaluation over {request.gpus} processes failed (exit {completed.returncode}); "
+                "see the messages above"
+            )
+        report = json.loads(report_file.read_text())
+    report["skipped"] = skipped
+    return report
+
+
+def run_evaluation(request: EvalRequest) -> dict:
+    from mixreorg.evaluation.protocols import PROTOCOL_NAMES
+
+    if request.protocol not in PROTOCOL_NAMES:
+        raise MixreorgError(f"unknown protocol '{request.protocol}'; choose one of: {', '.join(PROTOCOL_NAMES)}")
+    if request.gpus < 1:
+        raise MixreorgError("--gpus must be at least 1")
+    if request.batch_size < 1:
+        raise MixreorgError("--batch-size must be at least 1")
+    if request.gpus > 1:
+        from mixreorg.inference.predictor import resolve_device
+
+        if resolve_device(request.device).type == "cuda" and request.gpus > torch.cuda.device_count():
+            raise MixreorgError(
+                f"--gpus {request.gpus} asks for more GPUs than the {torch.cuda.device_count()} visible; "
+                "lower --gpus, or add --device cpu for CPU processes"
+            )
+        return launch_distributed(request)
+    return evaluate_here(request)

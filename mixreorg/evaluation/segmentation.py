@@ -1,0 +1,138 @@
+"""Zero-shot semantic segmentation on one benchmark: decode in workers, slide on the device, count pixels."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from mixreorg.evaluation.metrics import ConfusionMatrix
+from mixreorg.evaluation.protocols import Protocol
+from mixreorg.evaluation.sliding import CropFn, SlideSettings, segment_images
+from mixreorg.evaluation.zero_shot import crop_scorer, embed_classes
+from mixreorg.model.mixreorg import MixReorgModel
+
+
+@dataclass
+class DatasetResult:
+    dataset: str
+    task: str  # segmentation | classification
+    num_images: int
+    seconds: float
+    metrics: dict
+    settings: dict = field(default_factory=dict)  # the resolved protocol or classification transform
+    classes: list[str] = field(default_factory=list)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.num_images / self.seconds if self.seconds > 0 else float("nan")
+
+    def as_dict(self) -> dict:
+        return {
+            "dataset": self.dataset,
+            "task": self.task,
+            "num_images": self.num_images,
+            "seconds": round(self.seconds, 3),
+            "images_per_second": round(self.images_per_second, 3),
+            "metrics": self.metrics,
+            "settings": self.settings,
+            "classes": self.classes,
+        }
+
+
+def rank_indices(total: int, limit: int | None, rank: int, world_size: int) -> list[int]:
+    """This rank's share of the first ``limit`` samples (every world_size-th, so ranks stay balanced)."""
+    count = total if limit is None else min(total, limit)
+    return list(range(rank, count, world_size))
+
+
+def _keep_as_list(batch: list) -> list:
+    return batch  # images differ in size: no stacking
+
+
+def make_loader(dataset, indices: list[int], batch_size: int, workers: int) -> DataLoader:
+    return DataLoader(
+        Subset(dataset, indices),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=_keep_as_list,
+        prefetch_factor=4 if workers > 0 else None,
+    )
+
+
+def slide_settings(protocol: Protocol, batch_size: int) -> SlideSettings:
+    return SlideSettings(
+        short_side=protocol.short_side,
+        long_side=protocol.long_side,
+        crop=protocol.crop,
+        stride=protocol.stride,
+        mean=protocol.mean,
+        std=protocol.std,
+        scales=protocol.scales,
+        flip=protocol.flip,
+        batch_size=batch_size,
+    )
+
+
+def protocol_scorer(model: MixReorgModel, class_names: list[str], protocol: Protocol, has_background: bool) -> CropFn:
+    """Embed the named classes (not 'background': that one comes from the protocol's rule) once."""
+    names = class_names[1:] if has_background else class_names
+    embeddings = embed_classes(model, names, protocol.templates)
+    return crop_scorer(model, embeddings, protocol.background, protocol.background_score, protocol.dense_mode,
+                       protocol.top_k)
+
+
+@torch.no_grad()
+def evaluate_segmentation(
+    model: MixReorgModel | None,
+    benchmark,
+    protocol: Protocol,
+    device: torch.device,
+    batch_size: int = 8,
+    workers: int = 2,
+    limit: int | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    progress: bool = True,
+    scorer: CropFn | None = None,
+) -> DatasetResult:
+    """mIoU, per-class IoU and pixel accuracy of ``model`` on ``benchmark`` (a SegmentationBenchmark).
+
+    ``scorer`` replaces the model's zero-shot scores with any crop -> [N, classes, h, w] function (another
+    method under the same protocol). With several ranks each one takes every world_size-th image and the
+    confusion matrices are summed, so the result equals a single-process run.
+    """
+    if scorer is None:
+        model = model.to(device).eval()
+        scorer = protocol_scorer(model, list(benchmark.classes), protocol, benchmark.has_background)
+    settings = slide_settings(protocol, batch_size)
+    indices = rank_indices(len(benchmark), limit, rank, world_size)
+    total = len(rank_indices(len(benchmark), limit, 0, 1))
+    matrix = ConfusionMatrix(len(benchmark.classes), device, benchmark.ignore_index)
+    bar = tqdm(total=total, desc=f"{benchmark.name} ({protocol.name})", unit="img", dynamic_ncols=True,
+               disable=not progress or rank != 0)
+    start = time.perf_counter()
+    for batch in make_loader(benchmark, indices, batch_size, workers):
+        images = [torch.from_numpy(image).to(device, non_blocking=True) for image, _, _ in batch]
+        predictions = segment_images(images, scorer, settings)
+        for prediction, (_, label, _) in zip(predictions, batch, strict=True):
+            matrix.update(prediction, torch.from_numpy(label))
+        bar.update(min(len(batch) * world_size, total - bar.n))
+    matrix.all_reduce()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    bar.close()
+    return DatasetResult(
+        dataset=benchmark.name,
+        task="segmentation",
+        num_images=total,
+        seconds=seconds,
+        metrics=matrix.scores(list(benchmark.classes)).as_dict(),
+        settings=protocol.as_dict(),
+        classes=list(benchmark.classes),
+    )

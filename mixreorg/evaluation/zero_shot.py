@@ -1,0 +1,70 @@
+"""Per-crop zero-shot scores under a protocol: dense class logits plus its background rule.
+
+Shared by the benchmark runner and the user-facing predictor, so both score crops identically.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from mixreorg.errors import MixreorgError
+from mixreorg.evaluation.sliding import CropFn
+from mixreorg.inference.dense import dense_logits, with_background
+from mixreorg.inference.prompts import class_embeddings
+from mixreorg.model.mixreorg import MixReorgModel
+from mixreorg.model.text_encoder import get_tokenizer
+
+
+def crop_scorer(
+    model: MixReorgModel,
+    embeddings: Tensor,
+    background: str = "none",
+    background_score: float | None = None,
+    dense_mode: str = "groupvit",
+    top_k: int = 5,
+) -> CropFn:
+    """[N, 3, h, w] -> [N, C (+1 background first), h, w] scores for the [C, D] class ``embeddings``."""
+    if background not in ("none", "threshold", "constant"):
+        raise ValueError(f"background must be none, threshold or constant, got {background!r}")
+    if background != "none" and background_score is None:
+        raise ValueError("a background rule needs a background_score")
+
+    @torch.no_grad()
+    def score(crops: Tensor) -> Tensor:
+        out = dense_logits(model, crops, embeddings, mode=dense_mode, top_k=top_k)
+        if background == "threshold":
+            return with_background(out.logits, float(background_score), out.segment_logits)
+        if background == "constant":
+            fill = out.logits.new_full((out.logits.shape[0], 1, *out.logits.shape[2:]), float(background_score))
+            return torch.cat([fill, out.logits], dim=1)
+        return out.logits
+
+    return score
+
+
+def check_prompts_fit(model: MixReorgModel, names: list[str], templates: tuple[str, ...] | list[str]) -> None:
+    """Refuse class names whose prompts the text encoder would silently truncate."""
+    limit = model.context_length
+    tokenizer = get_tokenizer(limit)
+    for name in names:
+        for template in templates:
+            length = len(tokenizer.encode(template.format(name))) + 2  # start and end tokens
+            if length > limit:
+                raise MixreorgError(
+                    f"the prompt '{template.format(name)}' needs {length} tokens but this checkpoint's text "
+                    f"encoder takes {limit}; shorten the class name '{name}'"
+                )
+
+
+def embed_classes(model: MixReorgModel, names: list[str], templates: tuple[str, ...] | list[str]) -> Tensor:
+    """Validated [C, D] class embeddings (template-averaged, normalised) for ``names``."""
+    check_prompts_fit(model, names, templates)
+    embeddings = class_embeddings(model, names, templates, batch_size=1024)  # ImageNet: 7,000 prompts
+    bad = (~torch.isfinite(embeddings).all(dim=1)).nonzero().flatten().tolist()
+    if bad:
+        raise MixreorgError(
+            f"this checkpoint's text encoder gives non-finite embeddings for '{names[bad[0]]}' "
+            f"({len(bad)} classes in all); the text weights are broken or missing, use a complete checkpoint"
+        )
+    return embeddings

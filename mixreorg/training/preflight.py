@@ -1,0 +1,99 @@
+"""Checks that turn a doomed run into one clear line before any process group or worker starts."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from mixreorg.config.schema import Config
+from mixreorg.errors import MixreorgError
+from mixreorg.training.distributed import CollectiveError
+from mixreorg.training.precision import check_precision
+
+
+def check_config(cfg: Config) -> None:
+    train, mixing = cfg.train, cfg.model.mixing
+    check_precision(train.precision)
+    positive = {
+        "train.batch_size": train.batch_size,
+        "train.accum_steps": train.accum_steps,
+        "train.save_every": train.save_every,
+        "train.keep_last": train.keep_last,
+        "train.max_bad_steps": train.max_bad_steps,
+        "train.log_every": train.log_every,
+    }
+    for key, value in positive.items():
+        if value < 1:
+            raise MixreorgError(f"{key} must be at least 1, got {value}")
+    if train.epochs < 1 and train.max_steps < 1:
+        raise MixreorgError("set train.epochs or train.max_steps to at least 1")
+    if train.max_steps < 0 or train.warmup_epochs < 0 or train.eval_every < 0 or cfg.data.workers < 0:
+        raise MixreorgError(
+            "train.max_steps, train.warmup_epochs, train.eval_every and data.workers cannot be negative"
+        )
+    if mixing.enabled and train.batch_size % mixing.group_size:
+        raise MixreorgError(
+            f"train.batch_size={train.batch_size} (per rank) is not divisible by the mixing group "
+            f"model.mixing.group_size={mixing.group_size}; use a multiple of {mixing.group_size}"
+        )
+    if train.eval_every and not train.eval_dataset:
+        raise MixreorgError(
+            "train.eval_every is set but train.eval_dataset is empty; name a dataset or set train.eval_every=0"
+        )
+
+
+def check_data(data: str, cfg: Config, world_size: int) -> int:
+    """Every local shard exists and is readable, and each rank gets at least one; returns the shard count."""
+    from mixreorg.data.verify import resolve_shards
+
+    if not data:
+        raise MixreorgError("no training data: pass --data SHARDS_OR_MANIFEST (or set data.train_data)")
+    shards = resolve_shards(data, check_exists=True)
+    unreadable = [u for u in shards.urls if os.path.isfile(u) and (not os.access(u, os.R_OK) or not os.path.getsize(u))]
+    if unreadable:
+        raise MixreorgError(f"{len(unreadable)} shards are unreadable or empty, first: {unreadable[0]}")
+    count = len(shards.urls)
+    if not cfg.data.resampled and count < world_size:
+        raise MixreorgError(
+            f"{count} shards cannot feed {world_size} ranks (each rank reads whole shards); use fewer ranks, "
+            "split the data into more shards, or set data.resampled=true"
+        )
+    return count
+
+
+def check_run_dir(run_dir: Path, resume: str | None) -> None:
+    """Refuse to train over an existing run by accident; ``--resume`` continues it instead."""
+    from mixreorg.checkpoint import find_latest
+
+    if run_dir.exists() and not run_dir.is_dir():
+        raise MixreorgError(f"--out {run_dir} is a file; pass a folder for the run")
+    if resume and resume != "auto" and not Path(resume).exists():
+        raise MixreorgError(f"--resume {resume}: no such checkpoint; pass --resume auto or an existing checkpoint")
+    if not resume and run_dir.is_dir():
+        latest = find_latest(run_dir)
+        if latest is not None:
+            raise MixreorgError(
+                f"{run_dir} already holds a run (latest checkpoint {latest.name}); "
+                "continue it with --resume auto or choose a new --out"
+            )
+    probe = run_dir if run_dir.exists() else next((p for p in run_dir.parents if p.exists()), Path("/"))
+    if not os.access(probe, os.W_OK):
+        raise MixreorgError(f"cannot write the run folder {run_dir}: {probe} is not writable")
+
+
+def check_run(cfg: Config, data: str, run_dir: Path, resume: str | None, world_size: int) -> None:
+    try:
+        check_config(cfg)
+        check_data(data, cfg, world_size)
+        check_run_dir(Path(run_dir), resume)
+        if cfg.train.eval_every > 0:
+            from mixreorg.training.periodic_eval import open_eval_benchmark
+
+            open_eval_benchmark(cfg.train.eval_dataset, cfg.train.eval_data_root)
+        from mixreorg.model.build import validate_model_config  # imports the model code: last
+
+        validate_model_config(cfg.model)
+    except CollectiveError:
+        raise
+    except MixreorgError as exc:
+        raise CollectiveError(str(exc)) from exc
