@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import typer
-
 from mixreorg.cli import data_fetch, data_local
 
 app = typer.Typer(no_args_is_help=True)
