@@ -21,8 +21,18 @@ lint: install
 test: install lint
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
+# The main job on the built-in synthetic corpus, through the same commands a user types.
+DEMO ?= demo
+BIN := $(VENV)/bin
 demo: install
-	$(PY) -m mixreorg.demo --out demo
+	@test -f $(DEMO)/data/synth.json || $(BIN)/mixreorg data synth --out $(DEMO)/data
+	rm -rf $(DEMO)/run $(DEMO)/segment
+	$(BIN)/mixreorg train --config tiny --data $(DEMO)/data/train/manifest.json --out $(DEMO)/run
+	$(BIN)/mixreorg eval --dataset synthetic --data-root $(DEMO)/data --checkpoint $(DEMO)/run/model \
+		--out $(DEMO)/eval.json
+	$(BIN)/mixreorg segment $(DEMO)/data/eval/images/000000.png $(DEMO)/data/eval/images/000001.png \
+		--labels-file $(DEMO)/data/eval/classes.txt --checkpoint $(DEMO)/run/model --out $(DEMO)/segment --size 192
+	@echo "demo done: mIoU table in $(DEMO)/eval.md, overlays in $(DEMO)/segment/, loss curves in $(DEMO)/run/loss_curves.png"
 
 bench: install
 	$(PY) benchmarks/run_all.py

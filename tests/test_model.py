@@ -145,3 +145,14 @@ def test_trimmed_text_encoding_equals_open_clips_full_length_forward(tiny_model)
         full = tiny_model.text_encoder(tokens)
         trimmed = encode_tokens(tiny_model.text_encoder, tokens)
     torch.testing.assert_close(trimmed, full, atol=1e-5, rtol=1e-5)
+
+
+def test_uninitialised_build_then_strict_load_equals_the_original(tiny_model):
+    empty = build_model(tiny_model.cfg, initialize=False)
+    empty.load_state_dict(tiny_model.state_dict(), strict=True)
+    tiny_model.eval(), empty.eval()
+    tokens = tokenize(["a red star"], 32)
+    images = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(empty.encode_text(tokens), tiny_model.encode_text(tokens))
+        torch.testing.assert_close(empty.encode_image(images)[0], tiny_model.encode_image(images)[0])

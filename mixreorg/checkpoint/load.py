@@ -77,7 +77,7 @@ def read_checkpoint(path: str | Path, fmt: str = "auto", preset: str | None = No
     if model_cfg != base.model:
         model_cfg.name = f"converted_{fmt}"
     base.model = model_cfg
-    model = build_model(base)
+    model = build_model(base, initialize=False)
     load_weights(model, state, str(where))
     return LoadedCheckpoint(model.eval(), base, fmt, notes)
 

@@ -82,6 +82,6 @@ def load_pretrained(folder: str | Path) -> tuple[nn.Module, Config]:
 
     folder = Path(folder)
     config = read_config(folder)
-    model = build_model(config)
+    model = build_model(config, initialize=False)
     load_weights(model, read_weights(folder / WEIGHTS_NAME), str(folder / WEIGHTS_NAME))
     return model.eval(), config

@@ -350,6 +350,8 @@ def generate_corpus(
         classes = {"classes": list(CLASSES), "palette": [list(c) for c in PALETTE], "has_background": False,
                    "ignore_index": 255, "num_images": eval_size}
         (tmp / "eval" / "classes.json").write_text(json.dumps(classes, indent=1) + "\n")
+        # The same names one per line: what `mixreorg segment --labels-file` reads.
+        (tmp / "eval" / "classes.txt").write_text("\n".join(classes["classes"]) + "\n")
         settings = {"generator": "mixreorg data synth", "seed": seed, "train_size": train_size,
                     "eval_size": eval_size, "image_size": image_size, "shard_size": shard_size}
         (tmp / "synth.json").write_text(json.dumps(settings, indent=1) + "\n")

@@ -12,8 +12,7 @@ need a full-resolution [labels, H, W] tensor.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,35 +42,13 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise MixreorgError(f"unknown device '{name}'; use auto, cpu or cuda") from exc
 
 
-@contextlib.contextmanager
-def skipped_weight_init() -> Iterator[None]:
-    """Build modules without drawing random initial weights, for a checkpoint load that overwrites them all.
-
-    mixreorg.checkpoint loads strictly (every parameter and buffer of the state dict must be present), so the
-    random draws of ``torch.nn.init`` are wasted work: most of the ~6 s it takes to load groupvit_vits16 on
-    a CPU. Buffers built without nn.init (open_clip's causal mask) are unaffected.
-    """
-    import torch.nn.init as init
-
-    names = [name for name in dir(init) if name.endswith("_") and not name.startswith("_")]
-    saved = {name: getattr(init, name) for name in names}
-    try:
-        for name in names:
-            setattr(init, name, lambda tensor, *args, **kwargs: tensor)
-        yield
-    finally:
-        for name, function in saved.items():
-            setattr(init, name, function)
-
-
 def load_for_inference(checkpoint: str | Path, cache_dir: str | Path | None = None) -> tuple[MixReorgModel, object]:
     """(model in eval mode, config) from a path in any supported format or a released name (downloaded once)."""
     from mixreorg.checkpoint import load_model
     from mixreorg.inference.checkpoints import resolve_checkpoint
 
     path = resolve_checkpoint(str(checkpoint), cache_dir=cache_dir)
-    with skipped_weight_init():
-        model, config = load_model(path)
+    model, config = load_model(path)
     return model.eval(), config
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from mixreorg.config.loader import load_config
 from mixreorg.config.schema import Config, ModelConfig
 from mixreorg.errors import MixreorgError
@@ -41,9 +43,24 @@ def validate_model_config(cfg: ModelConfig) -> None:
             raise MixreorgError("model.mixing.group_size must be at least 2")
 
 
-def build_model(config: Config | ModelConfig | str, overrides: list[str] | None = None) -> MixReorgModel:
+def build_model(
+    config: Config | ModelConfig | str, overrides: list[str] | None = None, initialize: bool = True
+) -> MixReorgModel:
+    """The model for a config; ``initialize=False`` leaves the weights uninitialised for a checkpoint to fill.
+
+    Skipping the random initialisation matters for loading: drawing 55M truncated-normal weights takes
+    seconds on a CPU, reading them from safetensors milliseconds. The caller must then set every
+    parameter and persistent buffer (a strict ``load_state_dict``).
+    """
     if isinstance(config, str):
         config = load_config(config, overrides)
     model_cfg = config.model if isinstance(config, Config) else config
     validate_model_config(model_cfg)
-    return MixReorgModel(model_cfg)
+    if initialize:
+        return MixReorgModel(model_cfg)
+    with torch.device("meta"):
+        model = MixReorgModel(model_cfg)
+    model.to_empty(device="cpu")
+    # The causal text mask is a non-persistent buffer: no checkpoint carries it, so rebuild it here.
+    model.text_encoder.attn_mask = model.text_encoder.build_causal_mask()
+    return model

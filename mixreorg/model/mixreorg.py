@@ -55,7 +55,7 @@ class MixReorgModel(nn.Module):
         self.multi_label_logit_scale = (
             None if cfg.share_temperature else nn.Parameter(torch.tensor(cfg.logit_scale_init))
         )
-        if cfg.text.init_from_open_clip:
+        if cfg.text.init_from_open_clip and not self.logit_scale.is_meta:
             init_text_from_open_clip(self.text_encoder, cfg.text.init_from_open_clip, cfg.text.init_pretrained_tag)
 
     @property
