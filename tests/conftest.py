@@ -26,3 +26,15 @@ def tiny_model(tiny_config):
 
     torch.manual_seed(0)
     return build_model(tiny_config)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread per test: on a 2-core machine two threads wait on each other at every op,
+    and subprocess tests (torchrun ranks, loader workers) need the other core."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -31,13 +31,6 @@ from mixreorg.model import build_model
 OVERRIDES = ["model.text.vocab_size=512", "model.text.context_length=8", "model.projection.hidden_dim=64"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The CPU is shared: one intra-op thread avoids oversubscription stalls (and keeps runs deterministic)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def make_run(seed: int = 0):

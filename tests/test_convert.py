@@ -33,13 +33,6 @@ from mixreorg.model import build_model
 SMALL = ["model.text.vocab_size=512"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The CPU is shared: one intra-op thread avoids oversubscription stalls (and keeps runs deterministic)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def nvlabs_state(model: torch.nn.Module, multi_label: bool = True) -> dict[str, torch.Tensor]:

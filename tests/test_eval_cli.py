@@ -27,13 +27,6 @@ SEGMENTATION = ["voc", "voc20", "context", "context59", "coco-object", "coco-stu
 FAST = ["model.vision.patch_size=16"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine, two threads wait on each other at every op."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 

@@ -26,16 +26,6 @@ from mixreorg.inference.dense import dense_logits, with_background
 from mixreorg.inference.prompts import class_embeddings
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine, two threads wait on each other at every op."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-
 @pytest.mark.parametrize("length,crop,stride", [(597, 448, 224), (448, 448, 224), (1000, 448, 224), (300, 448, 224),
                                                 (129, 64, 32), (65, 64, 32)])
 def test_window_starts_follow_the_mmseg_grid(length, crop, stride):

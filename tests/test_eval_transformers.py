@@ -28,13 +28,6 @@ SIZE = 64
 CLASSES = ["background", "cat", "dog", "sky", "tree", "car", "road", "person"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine, two threads wait on each other at every op."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 

@@ -45,13 +45,6 @@ from mixreorg.model import build_model, tokenize
 TOLERANCE = 1e-4
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The CPU is shared: one intra-op thread avoids oversubscription stalls (and keeps runs deterministic)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 CAPTIONS = ["a photo of a cat", "a dog running on the grass", "a red car parked by the road"]
 
 

@@ -13,13 +13,6 @@ from mixreorg.evaluation.metrics import ConfusionMatrix, TopKAccuracy
 IGNORE = 255
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine, two threads wait on each other at every op."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 
