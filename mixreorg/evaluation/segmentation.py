@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -54,6 +55,8 @@ def _keep_as_list(batch: list) -> list:
 
 
 def make_loader(dataset, indices: list[int], batch_size: int, workers: int) -> DataLoader:
+    # More decoding processes than cores only adds switching (and torch's warning).
+    workers = min(workers, os.cpu_count() or 1)
     return DataLoader(
         Subset(dataset, indices),
         batch_size=batch_size,
