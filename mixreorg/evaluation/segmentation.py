@@ -120,10 +120,11 @@ def evaluate_segmentation(
                disable=not progress or rank != 0)
     start = time.perf_counter()
     for batch in make_loader(benchmark, indices, batch_size, workers):
-        images = [torch.from_numpy(image).to(device, non_blocking=True) for image, _, _ in batch]
+        # torch.tensor copies: decoded images may be read-only views of PIL buffers.
+        images = [torch.tensor(image, device=device) for image, _, _ in batch]
         predictions = segment_images(images, scorer, settings)
         for prediction, (_, label, _) in zip(predictions, batch, strict=True):
-            matrix.update(prediction, torch.from_numpy(label))
+            matrix.update(prediction, torch.tensor(label))
         bar.update(min(len(batch) * world_size, total - bar.n))
     matrix.all_reduce()
     if device.type == "cuda":
