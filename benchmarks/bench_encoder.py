@@ -33,6 +33,8 @@ from pathlib import Path
 
 import torch
 
+from mixreorg.utils.environment import cpu_name
+
 RESULTS = Path(__file__).resolve().parent / "results"
 PRESET = "groupvit_vits16"
 
@@ -206,19 +208,12 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         "repeats": args.repeats,
         "warmup": args.warmup,
         "memory_method": "VmHWM after /proc/self/clear_refs reset, one subprocess per model and input",
-        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
                     "torch": torch.__version__, "transformers": transformers.__version__,
                     "load_average_before": load_before, "load_average_after": os.getloadavg()},  # fmt: skip
         "hf_448_without_resize": hf_native_448_error(full),
         "rows": rows,
     }
-
-
-def _cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def _memory_cell(row: dict, name: str) -> str:

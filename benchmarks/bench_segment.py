@@ -32,6 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mixreorg.utils.environment import cpu_name
+
 RESULTS = Path(__file__).resolve().parent / "results"
 PRESET = "groupvit_vits16"
 LABELS = ["cat", "dog", "sky"]
@@ -151,17 +153,10 @@ def run(args: argparse.Namespace) -> dict:
         "ours_labels_cached_median_ms": round(1000 * statistics.median(extra["ours_cached"]), 1),
         "hf_ids_trimmed_median_ms": round(1000 * statistics.median(extra["hf_trimmed"]), 1),
         "label_map_agreement_ours_vs_hf": round(agreement, 4),
-        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "torch": torch.__version__,
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "torch": torch.__version__,
                     "transformers": transformers.__version__, "python": platform.python_version(),
                     "load_average_after": [round(x, 1) for x in os.getloadavg()]},
     }
-
-
-def _cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def write_markdown(result: dict, path: Path) -> None:

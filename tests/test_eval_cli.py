@@ -20,6 +20,7 @@ from mixreorg.model import build_model
 
 sys.path.insert(0, os.path.dirname(__file__))
 import benchmark_fixtures as fixtures  # noqa: E402
+from cli_runner import run_cli
 
 SEGMENTATION = ["voc", "voc20", "context", "context59", "coco-object", "coco-stuff", "ade20k", "cityscapes",
                 "synthetic"]
@@ -52,17 +53,6 @@ def checkpoint(tmp_path_factory):
     return save_model(tmp_path_factory.mktemp("ckpt") / "tiny")
 
 
-def run_cli(args, monkeypatch, capsys):
-    from mixreorg.cli.main import entry
-
-    monkeypatch.setattr(sys, "argv", ["mixreorg", *args])
-    try:
-        entry()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def reference_miou(labels, predictions, num_classes):

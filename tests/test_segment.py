@@ -20,6 +20,7 @@ from mixreorg.inference.predictor import Predictor, expand_inputs, load_for_infe
 from mixreorg.model import build_model, tokenize
 
 sys.path.insert(0, os.path.dirname(__file__))
+from cli_runner import run_cli
 from local_http import serve  # noqa: E402
 
 LABELS = "cat,dog,sky"
@@ -43,18 +44,6 @@ def predictor(checkpoint):
     return Predictor.from_checkpoint(checkpoint, device="cpu", size=64, crop=64, stride=32)
 
 
-def run_cli(args: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
-    """Run the installed entry point in this process: (exit code, stdout, stderr)."""
-    from mixreorg.cli.main import entry
-
-    monkeypatch.setattr(sys, "argv", ["mixreorg", *args])
-    try:
-        entry()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def write_inputs(folder) -> dict[str, tuple[int, int]]:
