@@ -38,3 +38,13 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory) -> str:
+    """A 128-image synthetic training corpus (64 px, 8 shards); its manifest is what `--data` takes."""
+    from mixreorg.data.synthetic import generate_corpus
+
+    root = tmp_path_factory.mktemp("corpus") / "synth"
+    generate_corpus(root, train_size=128, eval_size=0, image_size=64, shard_size=16)
+    return str(root / "train" / "manifest.json")

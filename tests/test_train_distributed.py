@@ -14,7 +14,6 @@ import torch
 
 from mixreorg.checkpoint.ours import read_weights
 from mixreorg.config import load_config
-from mixreorg.data.synthetic import generate_corpus
 from mixreorg.training.distributed import DistEnv
 from mixreorg.training.launch import LaunchOptions, train
 from mixreorg.training.loop import build_loader, run_length
@@ -32,13 +31,6 @@ OVERRIDES = [
     "data.workers=0",
     "model.vision.hard_assignment=false",
 ]
-
-
-@pytest.fixture(scope="module")
-def manifest(tmp_path_factory) -> str:
-    root = tmp_path_factory.mktemp("corpus") / "synth"
-    generate_corpus(root, train_size=128, eval_size=0, image_size=64, shard_size=16)
-    return str(root / "train" / "manifest.json")
 
 
 def test_two_processes_match_one_process_on_the_same_global_batch(manifest, tmp_path, monkeypatch):

@@ -16,7 +16,6 @@ import torch
 
 from mixreorg.checkpoint import find_latest, load_training_checkpoint
 from mixreorg.config import load_config
-from mixreorg.data.synthetic import generate_corpus
 from mixreorg.model import build_model
 from mixreorg.training.launch import train
 from mixreorg.training.logging import read_metrics
@@ -35,13 +34,6 @@ OVERRIDES = [
     "train.log_every=1",
     "data.workers=1",
 ]
-
-
-@pytest.fixture(scope="module")
-def manifest(tmp_path_factory) -> str:
-    root = tmp_path_factory.mktemp("corpus") / "synth"
-    generate_corpus(root, train_size=128, eval_size=0, image_size=64, shard_size=16)
-    return str(root / "train" / "manifest.json")
 
 
 def _wait_for(condition, proc: subprocess.Popen | None, what: str, timeout: float = 180.0) -> None:
