@@ -24,13 +24,13 @@ import os
 import platform
 import statistics
 import tempfile
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from bench_encoder import time_pair  # benchmarks/ is on sys.path when a script runs
 
 from mixreorg.utils.environment import cpu_name
 
@@ -77,18 +77,8 @@ def hf_segment(hf, image: np.ndarray, labels: list[str], trim: bool = False) -> 
 
 
 def time_alternating(fns: dict, warmup: int, repeats: int) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    names = list(fns)
-    with torch.inference_mode():
-        for _ in range(warmup):
-            for fn in fns.values():
-                fn()
-        for run in range(repeats):
-            for name in names if run % 2 == 0 else names[::-1]:
-                start = time.perf_counter()
-                fns[name]()
-                times[name].append(time.perf_counter() - start)
-    return times
+    """Wall seconds per run, the sides alternating (bench_encoder's timer, which also records CPU time)."""
+    return {name: runs["wall"] for name, runs in time_pair(fns, warmup, repeats).items()}
 
 
 def summarise(times: dict[str, list[float]]) -> dict:
