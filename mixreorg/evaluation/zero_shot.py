@@ -13,7 +13,7 @@ from mixreorg.evaluation.sliding import CropFn
 from mixreorg.inference.dense import dense_logits, with_background
 from mixreorg.inference.prompts import class_embeddings
 from mixreorg.model.mixreorg import MixReorgModel
-from mixreorg.model.text_encoder import get_tokenizer
+from mixreorg.model.tokenizer import get_tokenizer
 
 
 def crop_scorer(

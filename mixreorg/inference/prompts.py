@@ -9,7 +9,7 @@ from torch import Tensor
 from mixreorg.data.templates import SIMPLE_TEMPLATES
 from mixreorg.errors import MixreorgError
 from mixreorg.model.mixreorg import MixReorgModel
-from mixreorg.model.text_encoder import tokenize
+from mixreorg.model.tokenizer import tokenize
 
 
 @torch.no_grad()

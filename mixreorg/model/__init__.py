@@ -2,7 +2,7 @@
 
 from mixreorg.model.build import build_model
 from mixreorg.model.mixreorg import MixReorgModel, TrainOutputs, combine_assignments
-from mixreorg.model.text_encoder import get_tokenizer, tokenize
+from mixreorg.model.tokenizer import get_tokenizer, tokenize
 from mixreorg.model.vision_encoder import VisionEncoder, VisionOutput
 
 __all__ = [

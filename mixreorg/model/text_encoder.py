@@ -1,12 +1,9 @@
-"""The text side: open_clip's CLIP text transformer and BPE tokenizer, configured as GroupViT's."""
+"""The text side: open_clip's CLIP text transformer, configured as GroupViT's (the tokenizer: tokenizer.py)."""
 
 from __future__ import annotations
 
-import functools
-
 import torch
 from open_clip.model import QuickGELU
-from open_clip.tokenizer import SimpleTokenizer
 from open_clip.transformer import TextTransformer
 from torch import Tensor
 
@@ -46,17 +43,6 @@ def encode_tokens(encoder: TextTransformer, tokens: Tensor) -> Tensor:
     x = encoder.transformer(x, attn_mask=encoder.attn_mask[:length, :length])
     x = encoder.ln_final(x)
     return x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]
-
-
-@functools.lru_cache(maxsize=4)
-def get_tokenizer(context_length: int = 77) -> SimpleTokenizer:
-    """CLIP's BPE tokenizer (vocabulary shipped inside open_clip, so it works offline)."""
-    return SimpleTokenizer(context_length=context_length)
-
-
-def tokenize(texts: list[str], context_length: int) -> Tensor:
-    """[len(texts), context_length] token ids: SOT + BPE + EOT, zero padded, truncated with EOT kept last."""
-    return get_tokenizer(context_length)(texts)
 
 
 def init_text_from_open_clip(encoder: TextTransformer, model_name: str, pretrained: str) -> None:
