@@ -66,7 +66,7 @@ def loader_rate(manifest: Path, augmentation: str, batch_size: int, image_size: 
     batches = iter(loader)
     first_images = next(batches)[0].shape[0]  # worker start-up and the first batch are not wall throughput
     wall, images = time.perf_counter(), 0
-    for image_batch, _ in batches:
+    for image_batch, *_ in batches:
         images += image_batch.shape[0]
     wall = time.perf_counter() - wall
     del batches

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from mixreorg.data.loader import build_train_loader
+from mixreorg.data.nouns import word_id
 from mixreorg.data.shards import write_shards
 from mixreorg.data.verify import write_manifest
 from mixreorg.errors import MixreorgError
@@ -67,15 +68,16 @@ def test_two_ranks_two_workers_see_every_sample_once_per_epoch(shards):
         assert loader.steps_per_epoch == 8 == len(loader)
         batches = list(loader)
         assert len(batches) == 8
-        for images, texts in batches:
+        for images, texts, words in batches:
             assert images.shape == (5, 3, 24, 24) and images.dtype == torch.float32
             assert texts.shape == (5, 1, CONTEXT) and texts.dtype == torch.long
+            assert words.shape == (5, 0)
             seen.update(_ids(texts))
-        orders.append([i for _, texts in batches for i in _ids(texts)])
+        orders.append([i for _, texts, _ in batches for i in _ids(texts)])
     assert sorted(seen) == list(range(80)) and set(seen.values()) == {1}
     # the next epoch reshuffles shards and samples
     next_loader = _loader(shards / "manifest.json", rank=0, world_size=2, epoch=1)
-    next_epoch = [i for _, texts in next_loader for i in _ids(texts)]
+    next_epoch = [i for _, texts, _ in next_loader for i in _ids(texts)]
     assert sorted(next_epoch) != sorted(orders[0]) or next_epoch != orders[0]
 
 
@@ -92,10 +94,15 @@ def test_resume_replays_the_tail_of_the_epoch_exactly(shards):
         assert len(resumed) == len(full) - start
         tail = list(resumed)
         assert len(tail) == len(full) - start
-        for (images, texts), (want_images, want_texts) in zip(tail, full[start:], strict=True):
-            assert torch.equal(texts, want_texts)
+        for (images, texts, words), (want_images, want_texts, want_words) in zip(tail, full[start:], strict=True):
+            assert torch.equal(texts, want_texts) and torch.equal(words, want_words)
             assert torch.equal(images, want_images)
     assert full[0][1].shape == (5, 4, CONTEXT)  # caption + 3 noun prompts
+    assert full[0][2].shape == (5, 3) and full[0][2].dtype == torch.long  # the prompts' word ids
+    nouns = {word_id(word): word for word in ("photo", "number", "star", "sand")}  # four nouns, so no padding
+    for _, _, words in full:
+        assert set(words.flatten().tolist()) <= set(nouns)
+        assert all(len(set(row)) == 3 for row in words.tolist())  # drawn without replacement
     again = list(_loader(shards / "manifest.json", **common))
     assert all(torch.equal(a[0], b[0]) for a, b in zip(again, full, strict=True))
     with pytest.raises(MixreorgError, match="outside the epoch"):
@@ -119,9 +126,9 @@ def test_corrupt_images_are_counted_and_replaced(tmp_path):
     write_manifest(tmp_path / "manifest.json", entries)
     loader = _loader(tmp_path / "manifest.json", workers=0, batch_size=4, shuffle_buffer=0)
     batches = list(loader)
-    assert len(batches) == 3 and all(images.shape[0] == 4 for images, _ in batches)
+    assert len(batches) == 3 and all(images.shape[0] == 4 for images, *_ in batches)
     assert loader.corrupt_samples == 1 and loader.read_errors == 0
-    assert 4 not in [i for _, texts in batches for i in _ids(texts)]
+    assert 4 not in [i for _, texts, _ in batches for i in _ids(texts)]
 
 
 def test_transforms_match_torchvision_reference():
@@ -147,9 +154,9 @@ def test_streams_shards_over_http_and_pipe(shards):
     thread.start()
     try:
         spec = f"http://127.0.0.1:{server.server_address[1]}/{{00000..00007}}.tar"
-        seen = [i for _, texts in _loader(spec, num_samples=80, workers=0, batch_size=8) for i in _ids(texts)]
+        seen = [i for _, texts, _ in _loader(spec, num_samples=80, workers=0, batch_size=8) for i in _ids(texts)]
     finally:
         server.shutdown()
     assert sorted(seen) == list(range(80))
     piped = _loader(f"pipe:cat {shards}/{{00000..00007}}.tar", num_samples=80, workers=0, batch_size=8)
-    assert sorted(i for _, texts in piped for i in _ids(texts)) == list(range(80))
+    assert sorted(i for _, texts, _ in piped for i in _ids(texts)) == list(range(80))

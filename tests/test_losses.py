@@ -50,6 +50,42 @@ def test_contrastive_losses_match_naive_sums():
     )
 
 
+def _naive_same_word(image, prompts, words, scale):
+    batch, k, _ = prompts.shape
+    image, flat = F.normalize(image, dim=-1), F.normalize(prompts, dim=-1).reshape(batch * k, -1)
+    flat_words = words.reshape(-1).tolist()
+
+    def positive(i: int, column: int) -> bool:
+        word = flat_words[column]
+        return column // k == i or (word >= 0 and word in words[i].tolist())
+
+    image_side = 0.0
+    for i in range(batch):
+        log_probs = torch.log_softmax(scale * flat @ image[i], 0)
+        targets = [c for c in range(batch * k) if positive(i, c)]
+        image_side += -sum(float(log_probs[c]) for c in targets) / len(targets)
+    prompt_side = 0.0
+    for column in range(batch * k):
+        log_probs = torch.log_softmax(scale * image @ flat[column], 0)
+        targets = [i for i in range(batch) if positive(i, column)]
+        prompt_side += -sum(float(log_probs[i]) for i in targets) / len(targets)
+    return 0.5 * (image_side / batch + prompt_side / (batch * k))
+
+
+def test_same_word_positives_match_a_naive_loop_and_reduce_to_own_without_repeats():
+    torch.manual_seed(1)
+    image, prompts = torch.randn(6, 8), torch.randn(6, 3, 8)
+    scale = torch.tensor(7.0)
+    words = torch.tensor([[0, 1, -1], [1, 2, 3], [4, 4, -1], [0, 5, 6], [-1, -1, -1], [2, 7, 8]])
+    got = multi_label_contrastive(image, prompts, scale, words=words).item()
+    assert got == pytest.approx(_naive_same_word(image, prompts, words, 7.0), rel=1e-5)
+    assert got != pytest.approx(multi_label_contrastive(image, prompts, scale).item(), rel=1e-3)
+    unique = torch.arange(18).reshape(6, 3)
+    assert multi_label_contrastive(image, prompts, scale, words=unique).item() == pytest.approx(
+        multi_label_contrastive(image, prompts, scale).item(), rel=1e-6
+    )
+
+
 def test_segmentation_loss_rewards_the_right_source():
     torch.manual_seed(0)
     batch, tokens, segments, dim = 4, 6, 3, 8
@@ -90,10 +126,11 @@ def test_group_text_set_only_competes_within_the_mixing_group():
     torch.testing.assert_close(grouped, (first + second) / 2)
 
 
-def _all_losses(image, text, prompts, segments, assignment, labels, scale):
+def _all_losses(image, text, prompts, segments, assignment, labels, words, scale):
     return (
         image_text_contrastive(image, text, scale)
         + multi_label_contrastive(image, prompts, scale)
+        + multi_label_contrastive(image, prompts, scale, words=words)
         + mixed_segmentation_loss(segments, assignment, labels, text, scale, group_size=2, text_set="global")
     )
 
@@ -108,6 +145,8 @@ def _inputs():
         segments=torch.randn(batch, 3, 6, generator=generator),
         assignment=torch.softmax(torch.randn(batch, 5, 3, generator=generator), dim=-1),
         labels=(torch.arange(batch).view(batch, 1) // 2 * 2 + torch.randint(0, 2, (batch, 5), generator=generator)),
+        # small ids: words repeat within and across the ranks' halves; -1 is caption padding
+        words=torch.randint(-1, 5, (batch, 3), generator=generator),
     )
 
 

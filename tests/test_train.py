@@ -94,6 +94,26 @@ def test_a_non_finite_step_changes_nothing_and_a_finite_one_updates():
     assert not torch.equal(trainer.model.logit_scale, before["logit_scale"])
 
 
+def test_same_word_positives_use_the_loaders_word_ids():
+    torch.manual_seed(0)
+    images, texts = torch.randn(8, 3, 64, 64), torch.randint(1, 4000, (8, 4, 32))
+    unique, repeated = torch.arange(24).reshape(8, 3), torch.tensor([[1, 2, 3], [1, 4, 5]] * 4)
+    terms = {}
+    for name, positives, batch in (
+        ("own", "own", (images, texts)),
+        ("unique", "same_word", (images, texts, unique)),
+        ("repeated", "same_word", (images, texts, repeated)),
+    ):
+        cfg = load_config("tiny_groupvit", ["train.batch_size=8", f"loss.multi_label_positives={positives}"])
+        trainer = Trainer(cfg, DistEnv(), torch.device("cpu"), warmup_steps=0, total_steps=10)
+        terms[name] = trainer.train_step([batch]).terms
+    assert terms["unique"]["multi_label_loss"] == pytest.approx(terms["own"]["multi_label_loss"], rel=1e-5)
+    assert terms["repeated"]["multi_label_loss"] != pytest.approx(terms["own"]["multi_label_loss"], rel=1e-3)
+    assert terms["repeated"]["contrastive_loss"] == pytest.approx(terms["own"]["contrastive_loss"], rel=1e-6)
+    with pytest.raises(ValueError, match="needs the prompt word ids"):
+        trainer.train_step([(images, texts)])
+
+
 def test_diverging_run_stops_after_max_bad_steps_and_keeps_the_last_good_checkpoint(manifest, tmp_path):
     run = tmp_path / "run"
     status = train("tiny", manifest, run, overrides=[*FAST, "train.max_steps=2", "train.save_every=2"])
@@ -131,6 +151,7 @@ def test_unknown_preset_is_one_clear_line_from_the_cli(tmp_path):
         (["train.batch_size=6"], None, LaunchOptions(), "batch_size=6 .* not divisible by the mixing group"),
         ([], None, LaunchOptions(gpus=5), "4 shards cannot feed 5 ranks"),
         (["train.precision=fp8"], None, LaunchOptions(), "train.precision must be one of"),
+        (["loss.multi_label_positives=all"], None, LaunchOptions(), "multi_label_positives must be one of own, same"),
         ([], None, LaunchOptions(nnodes=2), "needs --master-addr"),
     ],
 )

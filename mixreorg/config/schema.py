@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 class VisionConfig:
     image_size: int = 224
     patch_size: int = 16
+    # "patch": ViT's linear patch embedding (GroupViT, the official checkpoints); "conv": a convolutional stem
+    # of the same stride (see model/patch_embed.py), which the tiny presets use to learn in minutes.
+    stem: str = "patch"
     in_channels: int = 3
     width: int = 384
     heads: int = 6
@@ -88,6 +91,9 @@ class ModelConfig:
 class LossConfig:
     # Noun prompts per caption for the multi-label contrastive loss (0 disables it).
     multi_label: int = 3
+    # Which prompts count as an image's positives in the multi-label loss: "own" (GroupViT: only the image's
+    # own K prompts) or "same_word" (also other images' prompts of a word this image has; see the README).
+    multi_label_positives: str = "own"
     contrastive_weight: float = 1.0
     multi_label_weight: float = 1.0
     segmentation_weight: float = 1.0

@@ -1,4 +1,4 @@
-"""The training loader: webdataset shards -> (images, texts) batches that are deterministic and resumable.
+"""The training loader: webdataset shards -> (images, texts, prompt words) batches that are deterministic and resumable.
 
 Each rank reads its own shards (split by rank, then by DataLoader worker, explicitly: no environment lookups),
 batches are formed from raw tar samples before anything is decoded, and every random choice (shard order,
@@ -30,11 +30,14 @@ import webdataset as wds
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from mixreorg.data.nouns import make_prompts
+from mixreorg.data.nouns import make_word_prompts, word_id
 from mixreorg.data.transforms import TrainAugmentation, build_train_transform
 from mixreorg.data.verify import IMAGE_KEYS, TEXT_KEYS, resolve_shards
 from mixreorg.errors import MixreorgError
 from mixreorg.model import tokenize
+
+# images [B, 3, S, S], texts [B, 1 + K, L] (caption then K noun prompts), prompt word ids [B, K] (-1: padding)
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +95,7 @@ class ShardBatchStream(IterableDataset):
     def __init__(self, spec: StreamSpec, counters: _Counters) -> None:
         self.spec, self.counters = spec, counters
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[Batch]:
         spec = self.spec
         info = get_worker_info()
         # DataLoader hands out batches round-robin from worker 0, so after skipping n batches the worker that
@@ -172,7 +175,7 @@ class ShardBatchStream(IterableDataset):
             return None
         return rgb, text.decode("utf-8", errors="replace") if isinstance(text, bytes) else str(text)
 
-    def _collate(self, raw: list[dict], seed: int, transform: TrainAugmentation) -> tuple[torch.Tensor, torch.Tensor]:
+    def _collate(self, raw: list[dict], seed: int, transform: TrainAugmentation) -> Batch:
         spec = self.spec
         decoded = [self._decode(sample) for sample in raw]
         good = [d for d in decoded if d is not None]
@@ -191,11 +194,13 @@ class ShardBatchStream(IterableDataset):
             images = transform.finish(pixels, out=_batch_buffer(pixels.shape))
         captions = [caption for _, caption in decoded]
         tokens = torch.empty((len(raw), 1 + spec.multi_label, spec.context_length), dtype=torch.long)
+        words = torch.empty((len(raw), spec.multi_label), dtype=torch.long)
         tokens[:, 0] = tokenize(captions, spec.context_length)
         for row, caption in enumerate(captions if spec.multi_label else []):
-            for column, prompt in enumerate(make_prompts(caption, prompt_rng, spec.multi_label), 1):
-                tokens[row, column] = _prompt_tokens(prompt, spec.context_length)
-        return images, tokens
+            for column, (word, prompt) in enumerate(make_word_prompts(caption, prompt_rng, spec.multi_label)):
+                tokens[row, column + 1] = _prompt_tokens(prompt, spec.context_length)
+                words[row, column] = word_id(word)
+        return images, tokens, words
 
 
 def _batch_buffer(shape: torch.Size) -> torch.Tensor:
@@ -217,7 +222,7 @@ def _chunks(samples: Iterator[dict], size: int) -> Iterator[list[dict]]:
 
 
 class TrainLoader:
-    """Iterable over one epoch of (images [B,3,S,S], texts [B,1+K,L]) for this rank.
+    """Iterable over one epoch of ``Batch`` (images, texts, prompt word ids) for this rank.
 
     ``steps_per_epoch`` is the full epoch; ``len(loader)`` counts what is left after ``start_batch``.
     ``set_epoch(e, start_batch)`` moves to another epoch without rebuilding (workers start fresh per epoch).
@@ -248,7 +253,7 @@ class TrainLoader:
         """Tar-level errors so far (truncated or unreadable shards; the rest of such a shard is skipped)."""
         return self.counters.read_errors.value
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[Batch]:
         loader = DataLoader(
             ShardBatchStream(self.spec, self.counters),
             batch_size=None,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import hashlib
 import random
 import re
 from importlib import resources
@@ -98,7 +99,20 @@ def _acts_as_modifier(i: int, lowered: list[str], tags: list[str]) -> bool:
 def make_prompts(caption: str, rng: random.Random, k: int = 3) -> list[str]:
     """``k`` prompts: ``min(k, n)`` noun/verb positions drawn without replacement, each written into a random
     one of the 80 full templates; padded with the raw caption."""
+    return [prompt for _, prompt in make_word_prompts(caption, rng, k)]
+
+
+def make_word_prompts(caption: str, rng: random.Random, k: int = 3) -> list[tuple[str | None, str]]:
+    """``make_prompts`` with the word behind each prompt (lower-cased; None for caption padding), which the
+    multi-label loss uses to recognise two prompts of the same word in a batch."""
     words = extract_nouns(caption)
     chosen = rng.sample(words, min(k, len(words)))
-    prompts = [rng.choice(FULL_TEMPLATES).format(word) for word in chosen]
-    return prompts + [caption] * (k - len(prompts))
+    prompts: list[tuple[str | None, str]] = [(word.lower(), rng.choice(FULL_TEMPLATES).format(word)) for word in chosen]
+    return prompts + [(None, caption)] * (k - len(prompts))
+
+
+def word_id(word: str | None) -> int:
+    """A stable 63-bit id for a prompt's word, equal across processes and machines; -1 for caption padding."""
+    if word is None:
+        return -1
+    return int.from_bytes(hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest(), "little") >> 1

@@ -10,21 +10,31 @@ from mixreorg.losses.segmentation import mixed_segmentation_loss
 from mixreorg.model.mixreorg import TrainOutputs
 
 
-def _contrastive_pair(image: Tensor, out: TrainOutputs, cfg: LossConfig) -> tuple[Tensor, Tensor | None]:
+def _contrastive_pair(
+    image: Tensor, out: TrainOutputs, cfg: LossConfig, words: Tensor | None
+) -> tuple[Tensor, Tensor | None]:
     itc = image_text_contrastive(image, out.text, out.logit_scale, cfg.gather_with_grad)
     if out.prompts is None or cfg.multi_label == 0:
         return itc, None
-    return itc, multi_label_contrastive(image, out.prompts, out.multi_label_logit_scale, cfg.gather_with_grad)
+    if cfg.multi_label_positives == "own":
+        words = None
+    elif words is None:
+        raise ValueError("loss.multi_label_positives=same_word needs the prompt word ids of the batch")
+    return itc, multi_label_contrastive(image, out.prompts, out.multi_label_logit_scale, cfg.gather_with_grad, words)
 
 
-def compute_losses(out: TrainOutputs, cfg: LossConfig, group_size: int = 1) -> dict[str, Tensor]:
+def compute_losses(
+    out: TrainOutputs, cfg: LossConfig, group_size: int = 1, words: Tensor | None = None
+) -> dict[str, Tensor]:
     """Weighted terms and their sum under ``loss``; every key ending in ``_loss`` is a logged term.
+
+    ``words`` [B, K] are the prompt word ids from the loader (used when ``multi_label_positives=same_word``).
 
     GroupViT: contrastive + multi-label on the original branch (paper's L_o). MixReorg adds the mixed
     segmentation loss (L_seg) and the same two contrastive losses on the restored branch (L_rc).
     """
     losses: dict[str, Tensor] = {}
-    itc, multi_label = _contrastive_pair(out.image, out, cfg)
+    itc, multi_label = _contrastive_pair(out.image, out, cfg, words)
     losses["contrastive_loss"] = cfg.contrastive_weight * itc
     if multi_label is not None:
         losses["multi_label_loss"] = cfg.multi_label_weight * multi_label
@@ -41,7 +51,7 @@ def compute_losses(out: TrainOutputs, cfg: LossConfig, group_size: int = 1) -> d
         )
         losses["segmentation_loss"] = cfg.segmentation_weight * seg
     if out.restored is not None and cfg.restoration_weight:
-        restored_itc, restored_ml = _contrastive_pair(out.restored, out, cfg)
+        restored_itc, restored_ml = _contrastive_pair(out.restored, out, cfg, words)
         restoration = restored_itc if restored_ml is None else restored_itc + restored_ml
         losses["restoration_loss"] = cfg.restoration_weight * restoration
     losses["loss"] = sum(losses.values())

@@ -36,6 +36,13 @@ def check_config(cfg: Config) -> None:
             f"train.batch_size={train.batch_size} (per rank) is not divisible by the mixing group "
             f"model.mixing.group_size={mixing.group_size}; use a multiple of {mixing.group_size}"
         )
+    choices = {
+        "loss.multi_label_positives": (cfg.loss.multi_label_positives, ("own", "same_word")),
+        "loss.segmentation_texts": (cfg.loss.segmentation_texts, ("global", "local", "group")),
+    }
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise MixreorgError(f"{key} must be one of {', '.join(allowed)}, got '{value}'")
     if train.eval_every and not train.eval_dataset:
         raise MixreorgError(
             "train.eval_every is set but train.eval_dataset is empty; name a dataset or set train.eval_every=0"

@@ -26,7 +26,8 @@ from mixreorg.training.distributed import DistEnv
 from mixreorg.training.optim import WarmupCosineSchedule, build_optimizer
 from mixreorg.training.precision import autocast, build_scaler, resolve_precision
 
-Batch = tuple[Tensor, Tensor]  # images [B, 3, S, S], tokens [B, 1 + K_txt, L]
+# images [B, 3, S, S], tokens [B, 1 + K_txt, L], and optionally the prompt word ids [B, K_txt] (loader.Batch)
+Batch = tuple[Tensor, ...]
 
 
 @dataclass
@@ -115,16 +116,16 @@ class Trainer:
         seed = plan_seed(self.cfg.train.seed, self.step_count, micro, self.cfg.train.accum_steps)
         return global_mixing_plan(self.env, images.shape[0], num_tokens, mixing.group_size, self.device, seed)
 
-    def _micro_step(self, images: Tensor, texts: Tensor, micro: int, last: bool) -> dict[str, Tensor]:
-        images = images.to(self.device, non_blocking=True)
-        texts = texts.to(self.device, non_blocking=True)
+    def _micro_step(self, batch: Batch, micro: int, last: bool) -> dict[str, Tensor]:
+        images, texts, *rest = (part.to(self.device, non_blocking=True) for part in batch)
+        words = rest[0] if rest else None
         plan = self.mixing_plan(images, micro)
         sync = last or not self.env.distributed
         no_sync = self.wrapped.no_sync() if not sync else contextlib.nullcontext()
         with no_sync:
             with autocast(self.precision, self.device):
                 outputs = self.forward(images, texts, plan=plan) if plan is not None else self.forward(images, texts)
-                losses = compute_losses(outputs, self.cfg.loss, self.cfg.model.mixing.group_size)
+                losses = compute_losses(outputs, self.cfg.loss, self.cfg.model.mixing.group_size, words)
             loss = losses["loss"].float() / self.cfg.train.accum_steps
             (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
         return {key: value.detach().float() for key, value in losses.items()}
@@ -136,8 +137,8 @@ class Trainer:
         buffers = {name: buf.clone() for name, buf in self.model.named_buffers()}
         lr = self.optimizer.param_groups[0]["lr"]
         totals: dict[str, Tensor] = {}
-        for micro, (images, texts) in enumerate(micro_batches):
-            terms = self._micro_step(images, texts, micro, last=micro == len(micro_batches) - 1)
+        for micro, batch in enumerate(micro_batches):
+            terms = self._micro_step(batch, micro, last=micro == len(micro_batches) - 1)
             for key, value in terms.items():
                 totals[key] = totals.get(key, 0.0) + value / len(micro_batches)
         if self.scaler is not None:
