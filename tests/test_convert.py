@@ -258,6 +258,10 @@ def test_mixreorg_models_cannot_be_exported_to_transformers(tmp_path):
     ours = save_pretrained(mixreorg, load_config("tiny", SMALL), tmp_path / "ours")
     assert "contextual layer" in _error([str(ours), "--to", "hf", "--out", str(tmp_path / "hf")])
     assert not (tmp_path / "hf").exists()
+    conv_cfg = load_config("tiny_groupvit", [*SMALL, "model.vision.stem=conv"])
+    conv = save_pretrained(build_model(conv_cfg), conv_cfg, tmp_path / "conv")
+    assert "a 'conv' stem" in _error([str(conv), "--to", "hf", "--out", str(tmp_path / "hf")])
+    assert not (tmp_path / "hf").exists()
     # Within our format the MixReorg model round-trips, and --force replaces an existing output.
     for _ in range(2):
         result = CliRunner().invoke(app, ["convert", str(ours), "--out", str(tmp_path / "copy"), "--force"])

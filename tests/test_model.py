@@ -123,17 +123,38 @@ def test_text_encoder_pools_at_the_end_token(tiny_model):
 
 
 @pytest.mark.parametrize(
-    "override, message",
+    "overrides, message",
     [
-        ("model.vision.heads=5", "divisible by their number of heads"),
-        ("model.mixing.progressive_layers=9", "progressive_layers must be between 0"),
-        ("model.mixing.progressive_mode=sideways", "progressive_mode must be one of"),
-        ("model.vision.depths=[2,1]", "one entry per stage"),
+        (["model.vision.heads=5"], "divisible by their number of heads"),
+        (["model.mixing.progressive_layers=9"], "progressive_layers must be between 0"),
+        (["model.mixing.progressive_mode=sideways"], "progressive_mode must be one of"),
+        (["model.vision.depths=[2,1]"], "one entry per stage"),
+        (["model.vision.stem=resnet"], "stem must be one of patch, conv"),
+        (
+            ["model.vision.stem=conv", "model.vision.image_size=72", "model.vision.patch_size=6"],
+            "stem=conv needs a power-of-two patch_size",
+        ),
     ],
 )
-def test_invalid_model_configs_are_rejected(override, message):
+def test_invalid_model_configs_are_rejected(overrides, message):
     with pytest.raises(MixreorgError, match=message):
-        build_model("tiny", [override])
+        build_model("tiny", overrides)
+
+
+def test_conv_stem_keeps_the_patch_grid_and_every_token_sees_only_its_neighbourhood():
+    torch.manual_seed(0)
+    model = build_model("tiny", ["model.vision.stem=conv"]).eval()
+    images = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        tokens, grid = model.image_encoder.patch_embed(images)
+        assert grid == (8, 12) and tokens.shape == (1, 96, 96)
+        # Changing the top-left corner moves the first token but not one a few patches away.
+        changed = images.clone()
+        changed[..., :4, :4] += 5.0
+        moved, _ = model.image_encoder.patch_embed(changed)
+    assert not torch.allclose(moved[0, 0], tokens[0, 0])
+    torch.testing.assert_close(moved[0, 3 * 12 + 3], tokens[0, 3 * 12 + 3])
+    assert model.image_encoder(images).tokens.shape == (1, 8, 96)
 
 
 def test_trimmed_text_encoding_equals_open_clips_full_length_forward(tiny_model):

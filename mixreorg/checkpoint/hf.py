@@ -97,6 +97,8 @@ def check_exportable(cfg: ModelConfig) -> None:
     problems = []
     if v.contextual_layers:
         problems.append(f"a contextual layer (model.vision.contextual_layers={v.contextual_layers}, MixReorg)")
+    if v.stem != "patch":
+        problems.append(f"a '{v.stem}' stem (model.vision.stem; transformers has the linear patch embedding only)")
     if not v.hard_assignment:
         problems.append("soft grouping assignment (model.vision.hard_assignment=false)")
     if v.assign_mlp_ratio[1] != v.mlp_ratio:

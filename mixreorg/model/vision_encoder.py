@@ -38,7 +38,7 @@ class VisionEncoder(nn.Module):
         self.cfg = cfg
         self.grad_checkpointing = False
         grid = cfg.image_size // cfg.patch_size
-        self.patch_embed = PatchEmbed(cfg.patch_size, cfg.in_channels, cfg.width, cfg.layer_norm_eps)
+        self.patch_embed = PatchEmbed(cfg.patch_size, cfg.in_channels, cfg.width, cfg.layer_norm_eps, cfg.stem)
         self.pos_embed = nn.Parameter(nn.init.trunc_normal_(torch.zeros(1, grid * grid, cfg.width), std=0.02))
         self.contextual_blocks = nn.ModuleList(
             Block(cfg.width, cfg.heads, cfg.mlp_ratio, 0.0, cfg.layer_norm_eps) for _ in range(cfg.contextual_layers)
