@@ -39,6 +39,7 @@ bench: install
 
 bench-learning: install
 	$(PY) benchmarks/bench_learning.py
+	$(PY) benchmarks/bench_shape_probe.py
 
 clean:
 	rm -rf $(VENV) demo runs benchmarks/work

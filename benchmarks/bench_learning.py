@@ -9,7 +9,7 @@ cluster named by the majority ground-truth class: the best any colour-only segme
     python benchmarks/bench_learning.py                      # the full comparison (hours on 2 CPU cores)
     python benchmarks/bench_learning.py --steps 300 --seeds 1 --variants groupvit mixreorg   # a quick look
 
-Results: benchmarks/results/learning_<device>.json and .md, and learning_<device>_curves.png.
+Results: benchmarks/results/learning_<device>.json and .md, and learning_<device>_curves.png (``--name`` renames).
 """
 
 from __future__ import annotations
@@ -35,6 +35,9 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "mixreorg_no_progressive": ("tiny", ["model.mixing.progressive_layers=0"]),
     "mixreorg_no_restoration": ("tiny", ["loss.restoration_weight=0"]),
     "mixreorg_no_segmentation": ("tiny", ["loss.segmentation_weight=0"]),
+    # Not in the paper: the multi-label loss with other images' prompts of the same word as positives.
+    "groupvit_same_word": ("tiny_groupvit", ["loss.multi_label_positives=same_word"]),
+    "mixreorg_same_word": ("tiny", ["loss.multi_label_positives=same_word"]),
 }
 
 
@@ -160,10 +163,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=2000, help="optimizer steps per run (batch 32)")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    paper = [name for name in VARIANTS if "same_word" not in name]
+    parser.add_argument("--variants", nargs="+", default=paper, choices=list(VARIANTS))
     parser.add_argument("--train-size", type=int, default=20000)
     parser.add_argument("--eval-size", type=int, default=300)
     parser.add_argument("--eval-every", type=int, default=0, help="steps between mIoU points (default steps/4)")
+    parser.add_argument("--name", default="", help="results file stem (default learning_<cpu|gpu>)")
     args = parser.parse_args()
 
     import torch
@@ -199,34 +204,59 @@ def main() -> None:
         "device": device_name(),
         "command": "python benchmarks/bench_learning.py "
         + " ".join(
-            f"--{k.replace('_', '-')} {' '.join(v) if isinstance(v, list) else v}" for k, v in vars(args).items()
+            f"--{k.replace('_', '-')} {' '.join(v) if isinstance(v, list) else v}"
+            for k, v in vars(args).items()
+            if v != ""
         ),
         "protocol": "groupvit (synthetic: short side 2x model size, window = model size)",
         "steps": args.steps,
         "batch_size": 32,
         "results": results,
     }
+    stem = args.name or f"learning_{tag}"
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"learning_{tag}.json").write_text(json.dumps(record, indent=1))
+    (RESULTS / f"{stem}.json").write_text(json.dumps(record, indent=1))
+    report = write_report(record, stem)
+    _curves(runs, RESULTS / f"{stem}_curves.png")
+    print(report)
+
+
+def _class_group_mean(run: dict, names: tuple[str, ...]) -> float:
+    return statistics.fmean(run["per_class"][name] for name in names)
+
+
+def _mean_sd(values: list[float]) -> str:
+    if len(values) < 2:
+        return f"{values[0]:.1f}"
+    return f"{statistics.fmean(values):.1f} +- {statistics.stdev(values):.1f}"
+
+
+def write_report(record: dict, stem: str) -> str:
+    """The markdown table for a results record: mIoU, and the shape and background classes separately."""
+    from mixreorg.data.synthetic import BACKGROUNDS, SHAPES
+
     lines = [
         f"# Learning benchmark ({record['device']})",
         "",
-        f"`{record['command']}`; {args.steps} steps of batch 32 per run; synthetic eval set, {record['protocol']}.",
+        f"`{record['command']}`; {record['steps']} steps of batch {record['batch_size']} per run; synthetic eval set, "
+        f"{record['protocol']}. mean +- sd over seeds; shapes / backgrounds: mean IoU of those classes.",
         "",
-        "| model | mIoU mean | spread (sd) | runs | minutes per run |",
-        "|---|---|---|---|---|",
+        "| model | mIoU | shapes IoU | backgrounds IoU | runs | minutes per run |",
+        "|---|---|---|---|---|---|",
     ]
-    for name, entry in results.items():
-        minutes = [r["seconds"] / 60 for r in entry["runs"] if "seconds" in r]
-        lines.append(
-            f"| {name} | {entry['mean']:.2f} | {entry['spread']:.2f} | {len(entry['runs'])} | "
-            f"{statistics.fmean(minutes):.1f} |"
-            if minutes
-            else f"| {name} | {entry['mean']:.2f} | - | {len(entry['runs'])} | - |"
-        )
-    (RESULTS / f"learning_{tag}.md").write_text("\n".join(lines) + "\n")
-    _curves(runs, RESULTS / f"learning_{tag}_curves.png")
-    print("\n".join(lines))
+    for name, entry in record["results"].items():
+        runs = entry["runs"]
+        miou = _mean_sd([r["mIoU"] for r in runs])
+        if "per_class" in runs[0]:
+            shapes = _mean_sd([_class_group_mean(r, SHAPES) for r in runs])
+            backgrounds = _mean_sd([_class_group_mean(r, BACKGROUNDS) for r in runs])
+            minutes = f"{statistics.fmean(r['seconds'] / 60 for r in runs):.1f}"
+        else:
+            shapes = backgrounds = minutes = "-"
+        lines.append(f"| {name} | {miou} | {shapes} | {backgrounds} | {len(runs)} | {minutes} |")
+    text = "\n".join(lines) + "\n"
+    (RESULTS / f"{stem}.md").write_text(text)
+    return text
 
 
 if __name__ == "__main__":
