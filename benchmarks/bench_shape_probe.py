@@ -76,10 +76,12 @@ def shape_top1(logits: torch.Tensor, targets: torch.Tensor) -> float:
     return float(targets[torch.arange(len(targets)), best].mean())
 
 
-def run_probe(name: str, steps: int, batch: int, size: int, held_out: tuple[torch.Tensor, torch.Tensor]) -> dict:
+def run_probe(
+    name: str, steps: int, batch: int, size: int, held_out: tuple[torch.Tensor, torch.Tensor], lr: float = 1e-3
+) -> dict:
     torch.manual_seed(0)
     net = PROBES[name]()
-    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.05)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.05)
     start, curve = time.perf_counter(), []
     net.train()
     for step in range(steps):
@@ -104,17 +106,19 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--probes", nargs="+", default=list(PROBES), choices=list(PROBES))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (weight decay 0.05)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     held_out = scenes("eval", 0, 300, args.image_size)
     shape_presence = held_out[1][:, : len(SHAPES)].mean(0)
     results = {"constant_guess": {"shape_top1": float(shape_presence.max())}}
     for name in args.probes:
-        results[name] = run_probe(name, args.steps, args.batch_size, args.image_size, held_out)
+        results[name] = run_probe(name, args.steps, args.batch_size, args.image_size, held_out, args.lr)
         print(name, {k: round(v, 3) for k, v in results[name].items()}, flush=True)
     record = {
         "device": device_name(),
-        "command": f"python benchmarks/bench_shape_probe.py --steps {args.steps} --threads {args.threads}",
+        "command": "python benchmarks/bench_shape_probe.py "
+        f"--steps {args.steps} --threads {args.threads} --lr {args.lr}",
         "steps": args.steps,
         "batch_size": args.batch_size,
         "image_size": args.image_size,
