@@ -8,7 +8,7 @@ from importlib import resources
 
 import pytest
 
-from mixreorg.data.nouns import extract_nouns, make_prompts
+from mixreorg.data.nouns import extract_nouns, make_word_prompts
 from mixreorg.data.templates import FULL_TEMPLATES, SIMPLE_TEMPLATES, SUBSET_TEMPLATES
 
 
@@ -32,6 +32,10 @@ def test_extract_nouns_and_verbs(caption, expected):
     assert extract_nouns(caption) == expected
 
 
+def make_prompts(caption: str, rng: random.Random, k: int = 3) -> list[str]:
+    return [prompt for _, prompt in make_word_prompts(caption, rng, k)]
+
+
 def test_make_prompts_follows_groupvit_rule():
     caption = "a dog running on the beach near a lighthouse"
     words = extract_nouns(caption)
@@ -50,6 +54,9 @@ def test_make_prompts_follows_groupvit_rule():
         seen_words.update(chosen)
     assert seen_words == set(words) and len(seen_templates) > 60
     assert make_prompts(caption, random.Random(5)) == make_prompts(caption, random.Random(5))
+    # Each prompt comes with the word written into it, lower-cased.
+    for word, prompt in make_word_prompts("A Dog near a Lighthouse", random.Random(1), k=2):
+        assert word in {"dog", "lighthouse"} and prompt in {t.format(word.title()) for t in FULL_TEMPLATES}
 
 
 def test_short_captions_are_padded_with_the_caption():
@@ -58,6 +65,7 @@ def test_short_captions_are_padded_with_the_caption():
     assert prompts[0] in {t.format("sky") for t in FULL_TEMPLATES}
     assert make_prompts("very quickly", random.Random(0), k=2) == ["very quickly", "very quickly"]
     assert make_prompts("a dog", random.Random(0), k=0) == []
+    assert [word for word, _ in make_word_prompts("the sky is blue", random.Random(0), k=3)] == ["sky", None, None]
 
 
 def test_templates_are_the_published_sets():

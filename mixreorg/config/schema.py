@@ -16,7 +16,8 @@ class VisionConfig:
     image_size: int = 224
     patch_size: int = 16
     # "patch": ViT's linear patch embedding (GroupViT, the official checkpoints); "conv": a convolutional stem
-    # of the same stride (see model/patch_embed.py), which the tiny presets use to learn in minutes.
+    # of the same stride (see model/patch_embed.py). Every preset uses "patch": the conv stem did not help the
+    # tiny model learn shapes (benchmarks/results/shape_probe_cpu.md).
     stem: str = "patch"
     in_channels: int = 3
     width: int = 384

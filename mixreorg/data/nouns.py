@@ -96,15 +96,10 @@ def _acts_as_modifier(i: int, lowered: list[str], tags: list[str]) -> bool:
     return False
 
 
-def make_prompts(caption: str, rng: random.Random, k: int = 3) -> list[str]:
-    """``k`` prompts: ``min(k, n)`` noun/verb positions drawn without replacement, each written into a random
-    one of the 80 full templates; padded with the raw caption."""
-    return [prompt for _, prompt in make_word_prompts(caption, rng, k)]
-
-
 def make_word_prompts(caption: str, rng: random.Random, k: int = 3) -> list[tuple[str | None, str]]:
-    """``make_prompts`` with the word behind each prompt (lower-cased; None for caption padding), which the
-    multi-label loss uses to recognise two prompts of the same word in a batch."""
+    """``k`` (word, prompt) pairs: ``min(k, n)`` noun/verb positions drawn without replacement, each written into a
+    random one of the 80 full templates; padded with (None, the raw caption). The word (lower-cased) lets the
+    multi-label loss recognise two prompts of the same word in a batch."""
     words = extract_nouns(caption)
     chosen = rng.sample(words, min(k, len(words)))
     prompts: list[tuple[str | None, str]] = [(word.lower(), rng.choice(FULL_TEMPLATES).format(word)) for word in chosen]

@@ -26,8 +26,10 @@ def validate_model_config(cfg: ModelConfig) -> None:
         )
     if vision.stem not in ("patch", "conv"):
         raise MixreorgError(f"model.vision.stem must be one of patch, conv, got '{vision.stem}'")
-    if vision.stem == "conv" and vision.patch_size & (vision.patch_size - 1):
-        raise MixreorgError(f"model.vision.stem=conv needs a power-of-two patch_size, got {vision.patch_size}")
+    if vision.stem == "conv" and (vision.patch_size < 2 or vision.patch_size & (vision.patch_size - 1)):
+        raise MixreorgError(
+            f"model.vision.stem=conv needs a power-of-two patch_size of 2 or more, got {vision.patch_size}"
+        )
     if vision.num_group_tokens[0] <= 0:
         raise MixreorgError("model.vision.num_group_tokens[0] must be positive: the first stage must group")
     mixing = cfg.mixing
