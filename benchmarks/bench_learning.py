@@ -169,6 +169,7 @@ def main() -> None:
     parser.add_argument("--eval-size", type=int, default=300)
     parser.add_argument("--eval-every", type=int, default=0, help="steps between mIoU points (default steps/4)")
     parser.add_argument("--name", default="", help="results file stem (default learning_<cpu|gpu>)")
+    parser.add_argument("--note", default="", help="a sentence for the report, e.g. how runs shared the machine")
     args = parser.parse_args()
 
     import torch
@@ -206,12 +207,13 @@ def main() -> None:
         + " ".join(
             f"--{k.replace('_', '-')} {' '.join(v) if isinstance(v, list) else v}"
             for k, v in vars(args).items()
-            if v != ""
+            if v != "" and k != "note"
         ),
         "protocol": "groupvit (synthetic: short side 2x model size, window = model size)",
         "steps": args.steps,
         "batch_size": 32,
         "results": results,
+        "note": args.note,
     }
     stem = args.name or f"learning_{tag}"
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -240,6 +242,7 @@ def write_report(record: dict, stem: str) -> str:
         "",
         f"`{record['command']}`; {record['steps']} steps of batch {record['batch_size']} per run; synthetic eval set, "
         f"{record['protocol']}. mean +- sd over seeds; shapes / backgrounds: mean IoU of those classes.",
+        *(["", record["note"]] if record.get("note") else []),
         "",
         "| model | mIoU | shapes IoU | backgrounds IoU | runs | minutes per run |",
         "|---|---|---|---|---|---|",

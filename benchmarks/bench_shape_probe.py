@@ -5,12 +5,18 @@ out of the question: the image encoder (with its projector and a linear head) is
 multi-label targets (which of the 18 classes are in the scene) on freshly drawn scenes, for the same number
 of steps and batch as a learning run. If it cannot tell the shapes apart under direct supervision, no
 image-text loss will within that budget. A small CNN (4 conv-BN-ReLU-pool stages) is the reference for how
-much data the task needs with a convolutional prior; ``tiny_conv`` swaps the patch embedding for a conv stem.
+much data the task needs with a convolutional prior. The other probes take the tiny encoder apart:
+``tiny_conv`` swaps the patch embedding for the conv stem; ``hybrid`` feeds it the CNN's first three stages
+instead (so the same features that work in the CNN); ``vit_plain`` is a plain ViT of the same width and depth with
+no grouping at all (mean of the patch tokens).
 
     python benchmarks/bench_shape_probe.py --steps 1500
+    python benchmarks/bench_shape_probe.py --steps 5000 --probes tiny_patch --threads 1
 
 Reported: shape top-1 (the image's highest-scoring shape is in it) on 300 held-out scenes, against the
-constant guess of the most frequent shape, and the final training BCE. Results: benchmarks/results/shape_probe_cpu.*
+constant guess of the most frequent shape, and the final training BCE. Every invocation adds its rows (one per
+probe, steps and learning rate, replacing an earlier row with the same three) to
+benchmarks/results/shape_probe_cpu.json and rewrites shape_probe_cpu.md from all rows.
 """
 
 from __future__ import annotations
@@ -47,17 +53,54 @@ class EncoderProbe(nn.Module):
         return self.head(embedding)
 
 
-def small_cnn() -> nn.Sequential:
+def cnn_stages(channels: tuple[int, ...]) -> list[nn.Module]:
     layers: list[nn.Module] = []
-    for channels_in, channels_out in ((3, 32), (32, 64), (64, 96), (96, 128)):
+    for channels_in, channels_out in zip((3, *channels[:-1]), channels, strict=True):
         layers += [nn.Conv2d(channels_in, channels_out, 3, padding=1), nn.BatchNorm2d(channels_out), nn.ReLU()]
         layers.append(nn.MaxPool2d(2))
-    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, len(CLASSES)))
+    return layers
+
+
+def small_cnn() -> nn.Sequential:
+    head = [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, len(CLASSES))]
+    return nn.Sequential(*cnn_stages((32, 64, 96, 128)), *head)
+
+
+def hybrid() -> EncoderProbe:
+    """The tiny encoder on the CNN's first three stages (stride 8 = the tiny patch size, 96 = its width)."""
+    probe = EncoderProbe([])
+    width = probe.model.cfg.vision.width
+    probe.model.image_encoder.patch_embed.proj = nn.Sequential(*cnn_stages((32, 64, width)), nn.Conv2d(width, width, 1))
+    return probe
+
+
+class PlainViT(nn.Module):
+    """A pre-norm ViT with the tiny preset's patch size, width, heads and block count, no group tokens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        vision = build_model("tiny").cfg.vision
+        width, depth = vision.width, vision.contextual_layers + sum(vision.depths)
+        self.embed = nn.Conv2d(3, width, vision.patch_size, vision.patch_size)
+        tokens = (vision.image_size // vision.patch_size) ** 2  # the preset's size, as the scenes are
+        self.position = nn.Parameter(torch.randn(1, tokens, width) * 0.02)
+        block = nn.TransformerEncoderLayer(
+            width, vision.heads, 4 * width, 0.0, "gelu", batch_first=True, norm_first=True
+        )
+        self.blocks = nn.TransformerEncoder(block, depth, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, len(CLASSES))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        tokens = self.embed(images).flatten(2).transpose(1, 2) + self.position
+        return self.head(self.norm(self.blocks(tokens)).mean(dim=1))
 
 
 PROBES = {
     "tiny_patch": lambda: EncoderProbe([]),
     "tiny_conv": lambda: EncoderProbe(["model.vision.stem=conv"]),
+    "hybrid": hybrid,
+    "vit_plain": PlainViT,
     "cnn": small_cnn,
 }
 
@@ -99,6 +142,38 @@ def run_probe(
     return {"shape_top1": shape_top1(logits, held_out[1]), "final_bce": sum(tail) / len(tail), "minutes": minutes}
 
 
+def _merge(rows: list[dict], new: list[dict]) -> list[dict]:
+    """Earlier rows, with any row for the same (probe, steps, lr) replaced by the new one."""
+    key = lambda row: (row["probe"], row.get("steps"), row.get("lr"))  # noqa: E731
+    fresh = {key(row) for row in new}
+    return [row for row in rows if key(row) not in fresh] + new
+
+
+def write_report(record: dict) -> str:
+    """shape_probe_cpu.md from all rows of the record: the constant guess first, then the runs in order."""
+    lines = [
+        f"# Shape probe: direct multi-label supervision ({record['device']})",
+        "",
+        f"`python benchmarks/bench_shape_probe.py --steps S --probes P --lr LR --threads T`; S steps of batch "
+        f"{record['batch_size']} on fresh {record['image_size']} px scenes, AdamW (weight decay 0.05, no warm-up); "
+        "shape top-1 on 300 held-out scenes. Minutes depend on the threads and on what else shared the 2 cores.",
+        "",
+        "| probe | steps | lr | shape top-1 | final BCE | minutes (threads) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in sorted(record["rows"], key=lambda row: "steps" in row):  # the floor first, then runs in order
+        if "steps" not in row:
+            lines.append(f"| {row['probe']} | - | - | {row['shape_top1']:.3f} | - | - |")
+            continue
+        lines.append(
+            f"| {row['probe']} | {row['steps']} | {row['lr']:g} | {row['shape_top1']:.3f} | {row['final_bce']:.3f} "
+            f"| {row['minutes']:.1f} ({row['threads']}) |"
+        )
+    text = "\n".join(lines) + "\n"
+    (RESULTS / "shape_probe_cpu.md").write_text(text)
+    return text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1500)
@@ -111,36 +186,20 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     held_out = scenes("eval", 0, 300, args.image_size)
     shape_presence = held_out[1][:, : len(SHAPES)].mean(0)
-    results = {"constant_guess": {"shape_top1": float(shape_presence.max())}}
+    rows = [{"probe": "constant_guess", "shape_top1": float(shape_presence.max())}]
+    command = f"python benchmarks/bench_shape_probe.py --steps {args.steps} --threads {args.threads} --lr {args.lr}"
     for name in args.probes:
-        results[name] = run_probe(name, args.steps, args.batch_size, args.image_size, held_out, args.lr)
-        print(name, {k: round(v, 3) for k, v in results[name].items()}, flush=True)
-    record = {
-        "device": device_name(),
-        "command": "python benchmarks/bench_shape_probe.py "
-        f"--steps {args.steps} --threads {args.threads} --lr {args.lr}",
-        "steps": args.steps,
-        "batch_size": args.batch_size,
-        "image_size": args.image_size,
-        "results": results,
-    }
+        result = run_probe(name, args.steps, args.batch_size, args.image_size, held_out, args.lr)
+        print(name, {k: round(v, 3) for k, v in result.items()}, flush=True)
+        rows.append({"probe": name, "steps": args.steps, "lr": args.lr, "threads": args.threads, **result})
+    path = RESULTS / "shape_probe_cpu.json"
+    record = json.loads(path.read_text()) if path.is_file() else {"rows": []}
+    record.update(device=device_name(), batch_size=args.batch_size, image_size=args.image_size)
+    record["rows"] = _merge(record["rows"], rows)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "shape_probe_cpu.json").write_text(json.dumps(record, indent=1))
-    lines = [
-        f"# Shape probe: direct multi-label supervision ({record['device']})",
-        "",
-        f"`{record['command']}`; {args.steps} steps of batch {args.batch_size} on fresh {args.image_size} px scenes; "
-        "shape top-1 on 300 held-out scenes.",
-        "",
-        "| probe | shape top-1 | final BCE | minutes |",
-        "|---|---|---|---|",
-    ]
-    for name, entry in results.items():
-        bce = f"{entry['final_bce']:.3f}" if "final_bce" in entry else "-"
-        minutes = f"{entry['minutes']:.1f}" if "minutes" in entry else "-"
-        lines.append(f"| {name} | {entry['shape_top1']:.3f} | {bce} | {minutes} |")
-    (RESULTS / "shape_probe_cpu.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    path.write_text(json.dumps(record, indent=1))
+    print(write_report(record))
+    print(command)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,10 @@
 
 Each rank reads its own shards (split by rank, then by DataLoader worker, explicitly: no environment lookups),
 batches are formed from raw tar samples before anything is decoded, and every random choice (shard order,
-shuffle buffer, crops, prompt words) is seeded from (seed, epoch, rank, worker, batch). So the stream is a pure
-function of those numbers, and ``start_batch=n`` replays batches n, n+1, ... of the uninterrupted epoch after
-skipping the first n raw batches without decoding them.
+shuffle buffer, crops, erased boxes, prompt words) is seeded from (seed, epoch, rank, worker, batch). So the
+stream is a pure function of those numbers, and ``start_batch=n`` replays batches n, n+1, ... of the uninterrupted
+epoch after skipping the first n raw batches without decoding them. Images leave the workers as uint8 (a quarter
+of the bytes of float) and are normalised by the consumer on its device (timm's PrefetchLoader idea).
 
 Steps per epoch follow open_clip: ``ceil(num_samples / (batch * world))`` batches per rank, rounded up to a
 multiple of the workers, and every worker yields exactly its share. A worker that runs out of shards starts
@@ -31,12 +32,13 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from mixreorg.data.nouns import make_word_prompts, word_id
-from mixreorg.data.transforms import TrainAugmentation, build_train_transform
+from mixreorg.data.transforms import TrainAugmentation, build_train_transform, pixel_batch
 from mixreorg.data.verify import IMAGE_KEYS, TEXT_KEYS, resolve_shards
 from mixreorg.errors import MixreorgError
 from mixreorg.model import tokenize
 
-# images [B, 3, S, S], texts [B, 1 + K, L] (caption then K noun prompts), prompt word ids [B, K] (-1: padding)
+# images [B, 3, S, S] uint8 (channels-last memory; the trainer normalises them on its device with
+# transforms.normalize_pixels), texts [B, 1 + K, L] (caption then K noun prompts), prompt word ids [B, K] (-1: padding)
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 log = logging.getLogger(__name__)
@@ -190,8 +192,10 @@ class ShardBatchStream(IterableDataset):
         prompt_rng = random.Random(seed)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            pixels = torch.stack([transform.pixels(image) for image, _ in decoded])
-            images = transform.finish(pixels, out=_batch_buffer(pixels.shape))
+            # made in shared memory inside a worker, as torch's own collate does, so that handing the batch
+            # to the main process does not copy it again
+            out = pixel_batch(len(raw), spec.image_size, shared=get_worker_info() is not None)
+            images = transform.batch([image for image, _ in decoded], out=out)
         captions = [caption for _, caption in decoded]
         tokens = torch.empty((len(raw), 1 + spec.multi_label, spec.context_length), dtype=torch.long)
         words = torch.empty((len(raw), spec.multi_label), dtype=torch.long)
@@ -201,13 +205,6 @@ class ShardBatchStream(IterableDataset):
                 tokens[row, column + 1] = _prompt_tokens(prompt, spec.context_length)
                 words[row, column] = word_id(word)
         return images, tokens, words
-
-
-def _batch_buffer(shape: torch.Size) -> torch.Tensor:
-    """A float batch; inside a DataLoader worker it is made in shared memory, as torch's own collate does,
-    so handing it to the main process does not copy it again."""
-    images = torch.empty(shape, dtype=torch.float32)
-    return images.share_memory_() if get_worker_info() is not None else images
 
 
 @functools.lru_cache(maxsize=16384)

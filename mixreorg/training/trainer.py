@@ -18,6 +18,7 @@ from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
 from mixreorg.config.schema import Config
+from mixreorg.data.transforms import normalize_pixels
 from mixreorg.losses import compute_losses
 from mixreorg.model import MixReorgModel, build_model
 from mixreorg.model.mixing import MixingPlan, sample_mixing_plan
@@ -101,6 +102,7 @@ class Trainer:
         self.scaler = build_scaler(self.precision, device)
         self.step_count = 0  # optimizer steps taken (skipped steps included)
         self._stop_flag = False
+        self._normalized: Tensor | None = None  # the float batch uint8 images are normalised into, reused
 
     def request_stop(self) -> None:
         """Called from a signal handler: every rank learns about it at the end of the current step."""
@@ -118,6 +120,11 @@ class Trainer:
 
     def _micro_step(self, batch: Batch, micro: int, last: bool) -> dict[str, Tensor]:
         images, texts, *rest = (part.to(self.device, non_blocking=True) for part in batch)
+        if images.dtype == torch.uint8:  # the loader's pixels: normalised here, on the device, into one reused
+            # float batch (a fresh ~40 MB one would page-fault every step on a CPU)
+            if self._normalized is None or self._normalized.shape != images.shape:
+                self._normalized = torch.empty(images.shape, dtype=torch.float32, device=self.device)
+            images = normalize_pixels(images, out=self._normalized)
         words = rest[0] if rest else None
         plan = self.mixing_plan(images, micro)
         sync = last or not self.env.distributed
