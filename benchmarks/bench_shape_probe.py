@@ -143,8 +143,8 @@ def run_probe(
 
 
 def _merge(rows: list[dict], new: list[dict]) -> list[dict]:
-    """Earlier rows, with any row for the same (probe, steps, lr) replaced by the new one."""
-    key = lambda row: (row["probe"], row.get("steps"), row.get("lr"))  # noqa: E731
+    """Earlier rows, with any row for the same (probe, image size, steps, lr) replaced by the new one."""
+    key = lambda row: (row["probe"], row["image_size"], row.get("steps"), row.get("lr"))  # noqa: E731
     fresh = {key(row) for row in new}
     return [row for row in rows if key(row) not in fresh] + new
 
@@ -155,18 +155,19 @@ def write_report(record: dict) -> str:
         f"# Shape probe: direct multi-label supervision ({record['device']})",
         "",
         f"`python benchmarks/bench_shape_probe.py --steps S --probes P --lr LR --threads T`; S steps of batch "
-        f"{record['batch_size']} on fresh {record['image_size']} px scenes, AdamW (weight decay 0.05, no warm-up); "
+        f"{record['batch_size']} on fresh scenes drawn at the row's size, AdamW (weight decay 0.05, no warm-up); "
         "shape top-1 on 300 held-out scenes. Minutes depend on the threads and on what else shared the 2 cores.",
         "",
-        "| probe | steps | lr | shape top-1 | final BCE | minutes (threads) |",
-        "|---|---|---|---|---|---|",
+        "| probe | px | steps | lr | shape top-1 | final BCE | minutes (threads) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in sorted(record["rows"], key=lambda row: "steps" in row):  # the floor first, then runs in order
+        start = f"| {row['probe']} | {row['image_size']} |"
         if "steps" not in row:
-            lines.append(f"| {row['probe']} | - | - | {row['shape_top1']:.3f} | - | - |")
+            lines.append(f"{start} - | - | {row['shape_top1']:.3f} | - | - |")
             continue
         lines.append(
-            f"| {row['probe']} | {row['steps']} | {row['lr']:g} | {row['shape_top1']:.3f} | {row['final_bce']:.3f} "
+            f"{start} {row['steps']} | {row['lr']:g} | {row['shape_top1']:.3f} | {row['final_bce']:.3f} "
             f"| {row['minutes']:.1f} ({row['threads']}) |"
         )
     text = "\n".join(lines) + "\n"
@@ -186,15 +187,21 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     held_out = scenes("eval", 0, 300, args.image_size)
     shape_presence = held_out[1][:, : len(SHAPES)].mean(0)
-    rows = [{"probe": "constant_guess", "shape_top1": float(shape_presence.max())}]
-    command = f"python benchmarks/bench_shape_probe.py --steps {args.steps} --threads {args.threads} --lr {args.lr}"
+    rows = [{"probe": "constant_guess", "image_size": args.image_size, "shape_top1": float(shape_presence.max())}]
+    command = (
+        f"python benchmarks/bench_shape_probe.py --steps {args.steps} --probes {' '.join(args.probes)} "
+        f"--image-size {args.image_size} --lr {args.lr} --threads {args.threads}"
+    )
     for name in args.probes:
         result = run_probe(name, args.steps, args.batch_size, args.image_size, held_out, args.lr)
         print(name, {k: round(v, 3) for k, v in result.items()}, flush=True)
-        rows.append({"probe": name, "steps": args.steps, "lr": args.lr, "threads": args.threads, **result})
+        rows.append({
+            "probe": name, "image_size": args.image_size, "steps": args.steps, "lr": args.lr, "threads": args.threads,
+            **result,
+        })
     path = RESULTS / "shape_probe_cpu.json"
     record = json.loads(path.read_text()) if path.is_file() else {"rows": []}
-    record.update(device=device_name(), batch_size=args.batch_size, image_size=args.image_size)
+    record.update(device=device_name(), batch_size=args.batch_size)
     record["rows"] = _merge(record["rows"], rows)
     RESULTS.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=1))
