@@ -4,12 +4,16 @@ Trains tiny GroupViT and tiny MixReorg (plus one ablation per MixReorg part) for
 evaluates each on the synthetic evaluation set under the `groupvit` protocol, and records mIoU mean and
 spread, per-class IoU, training time and the loss / mIoU curves. Two floors make the numbers readable: the
 untrained model, and colour clustering with oracle cluster names (k-means on pixel colours per image, each
-cluster named by the majority ground-truth class: the best any colour-only segmenter could do).
+cluster named by the majority ground-truth class: the best any colour-only segmenter could do). A second
+table asks whether the segments follow the objects at all, names aside (learning_groups.py), with one segment per
+image and colour k-means as its floors; learning_<device>_groups.png shows each model's segments.
 
     python benchmarks/bench_learning.py                      # the full comparison (hours on 2 CPU cores)
     python benchmarks/bench_learning.py --steps 300 --seeds 1 --variants groupvit mixreorg   # a quick look
 
-Results: benchmarks/results/learning_<device>.json and .md, and learning_<device>_curves.png (``--name`` renames).
+Results: benchmarks/results/learning_<device>.json and .md, learning_<device>_curves.png and _groups.png
+(``--name`` renames). Trained runs are kept under benchmarks/work/runs and reused, so re-running a command
+re-evaluates without retraining.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from learning_groups import group_figure, grouping, grouping_floors, kmeans_colours
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -35,6 +40,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "mixreorg_no_progressive": ("tiny", ["model.mixing.progressive_layers=0"]),
     "mixreorg_no_restoration": ("tiny", ["loss.restoration_weight=0"]),
     "mixreorg_no_segmentation": ("tiny", ["loss.segmentation_weight=0"]),
+    # Not in the paper: GroupViT plus MixReorg's contextual layer, no mixing (which part makes groups collapse?).
+    "groupvit_contextual": ("tiny_groupvit", ["model.vision.contextual_layers=1"]),
     # Not in the paper: the multi-label loss with other images' prompts of the same word as positives.
     "groupvit_same_word": ("tiny_groupvit", ["loss.multi_label_positives=same_word"]),
     "mixreorg_same_word": ("tiny", ["loss.multi_label_positives=same_word"]),
@@ -68,7 +75,11 @@ def _evaluate(checkpoint: Path | None, corpus: Path, model=None) -> dict:
     result = evaluate_segmentation(
         model.eval(), benchmark, protocol, torch.device("cpu"), batch_size=8, workers=0, progress=False
     )
-    return {"mIoU": result.metrics["miou"], "per_class": result.metrics["per_class_iou"]}
+    return {
+        "mIoU": result.metrics["miou"],
+        "per_class": result.metrics["per_class_iou"],
+        "grouping": grouping(model, benchmark),
+    }
 
 
 def _colour_clustering(corpus: Path, clusters: int = 4, seed: int = 0) -> dict:
@@ -83,13 +94,7 @@ def _colour_clustering(corpus: Path, clusters: int = 4, seed: int = 0) -> dict:
 
     for index in range(len(benchmark)):
         image, label, _ = benchmark[index]
-        pixels = image.reshape(-1, 3).astype(np.float32)
-        centres = pixels[rng.choice(len(pixels), clusters, replace=False)]
-        for _ in range(10):
-            assign = ((pixels[:, None] - centres[None]) ** 2).sum(-1).argmin(1)
-            centres = np.stack(
-                [pixels[assign == k].mean(0) if (assign == k).any() else centres[k] for k in range(clusters)]
-            )
+        assign = kmeans_colours(image, clusters, rng).reshape(-1)
         flat = label.reshape(-1)
         prediction = np.zeros_like(flat)
         for k in range(clusters):
@@ -163,7 +168,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=2000, help="optimizer steps per run (batch 32)")
     parser.add_argument("--seeds", type=int, default=3)
-    paper = [name for name in VARIANTS if "same_word" not in name]
+    paper = [name for name in VARIANTS if "same_word" not in name and name != "groupvit_contextual"]
     parser.add_argument("--variants", nargs="+", default=paper, choices=list(VARIANTS))
     parser.add_argument("--train-size", type=int, default=20000)
     parser.add_argument("--eval-size", type=int, default=300)
@@ -174,6 +179,8 @@ def main() -> None:
 
     import torch
 
+    from mixreorg.checkpoint import load_model
+    from mixreorg.data.benchmarks import get_benchmark
     from mixreorg.model import build_model
     from mixreorg.utils.environment import device_name
 
@@ -182,7 +189,8 @@ def main() -> None:
     eval_every = args.eval_every or max(args.steps // 4, 1)
     results: dict[str, dict] = {}
     torch.manual_seed(0)
-    results["untrained"] = {"runs": [{"mIoU": _evaluate(None, corpus, build_model("tiny"))["mIoU"]}]}
+    untrained = _evaluate(None, corpus, build_model("tiny"))
+    results["untrained"] = {"runs": [{"mIoU": untrained["mIoU"], "grouping": untrained["grouping"]}]}
     results["colour_clustering_oracle"] = {"runs": [{"mIoU": _colour_clustering(corpus)["mIoU"]}]}
     runs: dict[str, list[Path]] = {}
     for variant in args.variants:
@@ -191,7 +199,7 @@ def main() -> None:
             run, seconds = _train(variant, seed, args.steps, corpus, eval_every)
             summary = _evaluate(run / "model", corpus)
             entries.append(
-                {"seed": seed, "mIoU": summary["mIoU"], "seconds": seconds, "per_class": summary["per_class"]}
+                {"seed": seed, "seconds": seconds, **summary}
             )
             runs.setdefault(variant, []).append(run)
             print(f"{variant} seed {seed}: mIoU {summary['mIoU']:.2f} in {seconds / 60:.1f} min", flush=True)
@@ -213,6 +221,7 @@ def main() -> None:
         "steps": args.steps,
         "batch_size": 32,
         "results": results,
+        "grouping_floors": grouping_floors(get_benchmark("synthetic", corpus)),
         "note": args.note,
     }
     stem = args.name or f"learning_{tag}"
@@ -220,6 +229,8 @@ def main() -> None:
     (RESULTS / f"{stem}.json").write_text(json.dumps(record, indent=1))
     report = write_report(record, stem)
     _curves(runs, RESULTS / f"{stem}_curves.png")
+    first_seeds = {variant: load_model(folders[0] / "model")[0] for variant, folders in runs.items()}
+    group_figure(first_seeds, get_benchmark("synthetic", corpus), RESULTS / f"{stem}_groups.png")
     print(report)
 
 
@@ -227,10 +238,34 @@ def _class_group_mean(run: dict, names: tuple[str, ...]) -> float:
     return statistics.fmean(run["per_class"][name] for name in names)
 
 
-def _mean_sd(values: list[float]) -> str:
+def _mean_sd(values: list[float], digits: int = 1) -> str:
     if len(values) < 2:
-        return f"{values[0]:.1f}"
-    return f"{statistics.fmean(values):.1f} +- {statistics.stdev(values):.1f}"
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.fmean(values):.{digits}f} +- {statistics.stdev(values):.{digits}f}"
+
+
+def _grouping_table(record: dict) -> list[str]:
+    """Do the segments follow the objects, names aside (learning_groups.py): floors first, then the models."""
+    if "grouping_floors" not in record:
+        return []
+    lines = [
+        "",
+        "Grouping, names aside: segments per image (the pixels' winning groups, whole image at the protocol's "
+        "scale) and each true region's best-segment IoU, shapes and backgrounds apart; pictures in `_groups.png`. "
+        "Last column: mean cosine similarity of object and background patch tokens entering the first grouping.",
+        "",
+        "| segments from | segments per image | shape regions IoU | background regions IoU | object-bg token cosine |",
+        "|---|---|---|---|---|",
+    ]
+    rows = [(name, [scores]) for name, scores in record["grouping_floors"].items()]
+    rows += [(name, [r["grouping"] for r in entry["runs"]]) for name, entry in record["results"].items()
+             if "grouping" in entry["runs"][0]]
+    for name, scores in rows:
+        keys = (("segments_per_image", 2), ("shape_region_iou", 1), ("background_region_iou", 1),
+                ("object_background_cosine", 2))
+        cells = [_mean_sd([s[key] for s in scores], digits) if key in scores[0] else "-" for key, digits in keys]
+        lines.append(f"| {name} | {' | '.join(cells)} |")
+    return lines
 
 
 def write_report(record: dict, stem: str) -> str:
@@ -257,6 +292,7 @@ def write_report(record: dict, stem: str) -> str:
         else:
             shapes = backgrounds = minutes = "-"
         lines.append(f"| {name} | {miou} | {shapes} | {backgrounds} | {len(runs)} | {minutes} |")
+    lines += _grouping_table(record)
     text = "\n".join(lines) + "\n"
     (RESULTS / f"{stem}.md").write_text(text)
     return text

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mixreorg.data.synthetic import CLASSES, SHAPES, render_scene, sample_rng
+from mixreorg.data.synthetic import CLASSES, PATTERNS, SHAPES, render_scene, sample_rng
 from mixreorg.data.transforms import normalize_pixels, to_pixels
 from mixreorg.model import build_model
 from mixreorg.utils.environment import device_name
@@ -105,10 +105,13 @@ PROBES = {
 }
 
 
+SCENES = {"shapes": SHAPES, "patterns": PATTERNS}  # what objects may be; --shapes / --patterns narrow it
+
+
 def scenes(split: str, start: int, count: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     images, targets = [], torch.zeros(count, len(CLASSES))
     for row, index in enumerate(range(start, start + count)):
-        image, labels, _, _ = render_scene(sample_rng(PROBE_SEED, split, index), size)
+        image, labels, _, _ = render_scene(sample_rng(PROBE_SEED, split, index), size, **SCENES)
         images.append(to_pixels(image))
         targets[row, torch.from_numpy(np.unique(labels).astype(np.int64))] = 1
     return normalize_pixels(torch.stack(images)), targets
@@ -143,10 +146,20 @@ def run_probe(
 
 
 def _merge(rows: list[dict], new: list[dict]) -> list[dict]:
-    """Earlier rows, with any row for the same (probe, image size, steps, lr) replaced by the new one."""
-    key = lambda row: (row["probe"], row["image_size"], row.get("steps"), row.get("lr"))  # noqa: E731
+    """Earlier rows, with any row for the same (probe, scenes, image size, steps, lr) replaced by the new one."""
+    key = lambda row: (row["probe"], _scenes(row), row["image_size"], row.get("steps"), row.get("lr"))  # noqa: E731
     fresh = {key(row) for row in new}
     return [row for row in rows if key(row) not in fresh] + new
+
+
+def _scenes(row: dict) -> str:
+    return row.get("scenes", "all")
+
+
+def scenes_label(shapes: tuple[str, ...], patterns: tuple[str, ...]) -> str:
+    """'all' for the corpus's own scenes, else what was narrowed, e.g. 'circle square; plain'."""
+    parts = [" ".join(shapes) if shapes != SHAPES else "", " ".join(patterns) if patterns != PATTERNS else ""]
+    return "; ".join(part or "all" for part in parts) if any(parts) else "all"
 
 
 def write_report(record: dict) -> str:
@@ -154,15 +167,16 @@ def write_report(record: dict) -> str:
     lines = [
         f"# Shape probe: direct multi-label supervision ({record['device']})",
         "",
-        f"`python benchmarks/bench_shape_probe.py --steps S --probes P --lr LR --threads T`; S steps of batch "
+        f"`python benchmarks/bench_shape_probe.py --steps S --probes P --lr LR --threads T` (and `--shapes` / "
+        "`--patterns` where the scenes column narrows what objects may be: shapes; patterns); S steps of batch "
         f"{record['batch_size']} on fresh scenes drawn at the row's size, AdamW (weight decay 0.05, no warm-up); "
         "shape top-1 on 300 held-out scenes. Minutes depend on the threads and on what else shared the 2 cores.",
         "",
-        "| probe | px | steps | lr | shape top-1 | final BCE | minutes (threads) |",
-        "|---|---|---|---|---|---|---|",
+        "| probe | scenes | px | steps | lr | shape top-1 | final BCE | minutes (threads) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in sorted(record["rows"], key=lambda row: "steps" in row):  # the floor first, then runs in order
-        start = f"| {row['probe']} | {row['image_size']} |"
+        start = f"| {row['probe']} | {_scenes(row)} | {row['image_size']} |"
         if "steps" not in row:
             lines.append(f"{start} - | - | {row['shape_top1']:.3f} | - | - |")
             continue
@@ -183,20 +197,28 @@ def main() -> None:
     parser.add_argument("--probes", nargs="+", default=list(PROBES), choices=list(PROBES))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (weight decay 0.05)")
+    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=SHAPES, help="shapes scenes may draw")
+    parser.add_argument("--patterns", nargs="+", default=list(PATTERNS), choices=PATTERNS, help="object patterns")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    SCENES.update(shapes=tuple(args.shapes), patterns=tuple(args.patterns))
+    scenes_name = scenes_label(SCENES["shapes"], SCENES["patterns"])
     held_out = scenes("eval", 0, 300, args.image_size)
     shape_presence = held_out[1][:, : len(SHAPES)].mean(0)
-    rows = [{"probe": "constant_guess", "image_size": args.image_size, "shape_top1": float(shape_presence.max())}]
+    rows = [{"probe": "constant_guess", "scenes": scenes_name, "image_size": args.image_size,
+             "shape_top1": float(shape_presence.max())}]
     command = (
         f"python benchmarks/bench_shape_probe.py --steps {args.steps} --probes {' '.join(args.probes)} "
         f"--image-size {args.image_size} --lr {args.lr} --threads {args.threads}"
     )
+    if scenes_name != "all":
+        command += f" --shapes {' '.join(args.shapes)} --patterns {' '.join(args.patterns)}"
     for name in args.probes:
         result = run_probe(name, args.steps, args.batch_size, args.image_size, held_out, args.lr)
         print(name, {k: round(v, 3) for k, v in result.items()}, flush=True)
         rows.append({
-            "probe": name, "image_size": args.image_size, "steps": args.steps, "lr": args.lr, "threads": args.threads,
+            "probe": name, "scenes": scenes_name, "image_size": args.image_size, "steps": args.steps, "lr": args.lr,
+            "threads": args.threads,
             **result,
         })
     path = RESULTS / "shape_probe_cpu.json"

@@ -53,6 +53,19 @@ def test_captions_name_every_object_and_usually_the_background():
     assert len(phrasings) >= 5  # varied openings: "a", "photo", "there", "two", "sand", ...
 
 
+def test_scenes_can_be_narrowed_to_some_shapes_and_patterns():
+    narrow = ("circle", "cross")
+    drawn = set()
+    for index in range(30):
+        _, labels, caption, meta = render_scene(sample_rng(0, "train", index), 64, shapes=narrow, patterns=("plain",))
+        drawn |= {obj["shape"] for obj in meta["objects"]}
+        assert all(obj["pattern"] == "plain" for obj in meta["objects"])
+        assert {CLASSES[c] for c in np.unique(labels)} <= set(narrow) | set(BACKGROUNDS)
+    assert drawn == set(narrow)
+    with pytest.raises(ValueError, match="shapes must come from"):
+        render_scene(sample_rng(0, "train", 0), 64, shapes=("cat",))
+
+
 def test_colour_alone_does_not_identify_shapes():
     """The best colour -> class lookup learned on one split labels object pixels of another barely above chance."""
 

@@ -1,4 +1,4 @@
-"""Confusion-matrix metrics against an independent per-class computation, and top-k accuracy."""
+"""Confusion-matrix metrics against an independent per-class computation, top-k accuracy, and the grouping measure."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from mixreorg.evaluation.grouping import best_segment_iou, segment_count
 from mixreorg.evaluation.metrics import ConfusionMatrix, TopKAccuracy
 
 IGNORE = 255
@@ -99,3 +100,32 @@ def test_topk_accuracy():
     accuracy = TopKAccuracy((1, 2))
     accuracy.update(logits, torch.tensor([1, 1, 0]))
     assert accuracy.scores() == {"top1": pytest.approx(100 / 3), "top2": pytest.approx(200 / 3)}
+
+
+def test_best_segment_iou_scores_each_region_by_its_best_segment():
+    label = np.zeros((4, 4), np.uint8)
+    label[:2, :2] = 3  # a 4-pixel object on class 0
+    label[3, 3] = 255  # ignored
+    assert best_segment_iou(label.astype(np.int64) * 7, label) == {0: 1.0, 3: 1.0}  # ids need not be contiguous
+    one = np.zeros((4, 4), np.int64)
+    assert best_segment_iou(one, label) == pytest.approx({0: 11 / 15, 3: 4 / 15})  # the region's share
+    split = one.copy()
+    split[:2, 0] = 5  # half the object in its own segment
+    assert best_segment_iou(split, label)[3] == pytest.approx(2 / 4)  # the half beats the rest (2 / 15)
+    assert best_segment_iou(split, label)[0] == pytest.approx(11 / 13)
+    assert segment_count(split, label) == 2
+    ignored_only = np.where(label == 255, 9, 0)
+    assert segment_count(ignored_only, label) == 1
+
+
+def test_best_segment_iou_matches_a_direct_count():
+    rng = np.random.default_rng(0)
+    segments, label = rng.integers(0, 6, (20, 30)), rng.integers(0, 4, (20, 30))
+    label[rng.random((20, 30)) < 0.1] = 255
+    valid = label != 255
+    expected = {
+        c: max(((label == c) & (segments == s) & valid).sum() / (((label == c) | (segments == s)) & valid).sum()
+               for s in range(6))
+        for c in range(4)
+    }
+    assert best_segment_iou(segments, label) == pytest.approx(expected)

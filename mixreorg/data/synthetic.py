@@ -202,12 +202,14 @@ def _paint_object(image: np.ndarray, mask: np.ndarray, colour: str, pattern: str
     image[ys, xs] = fill + rng.normal(0.0, 5.0, fill.shape).astype(np.float32)
 
 
-def _place_objects(rng: np.random.Generator, size: int, count: int) -> list[tuple[np.ndarray, str]]:
+def _place_objects(
+    rng: np.random.Generator, size: int, count: int, shapes: tuple[str, ...]
+) -> list[tuple[np.ndarray, str]]:
     """Masks for up to ``count`` shapes whose mutual occlusion stays under 20% of each one's area."""
     placed: list[tuple[np.ndarray, str]] = []
     high = 0.55 if count < 3 else 0.42
     for _ in range(count):
-        kind = SHAPES[rng.integers(len(SHAPES))]
+        kind = shapes[rng.integers(len(shapes))]
         for _attempt in range(20):
             radius = rng.uniform(0.25, high) * size / 2
             cx, cy = rng.uniform(0.85 * radius, size - 0.85 * radius, 2)
@@ -266,8 +268,19 @@ def _caption(objects: list[dict], backgrounds: list[str], pick: random.Random) -
     return text.strip()
 
 
-def render_scene(rng: np.random.Generator, image_size: int = 96) -> tuple[Image.Image, np.ndarray, str, dict]:
-    """One scene: (RGB image, uint8 label map of class indices, caption, metadata of what was drawn)."""
+def render_scene(
+    rng: np.random.Generator,
+    image_size: int = 96,
+    shapes: tuple[str, ...] = SHAPES,
+    patterns: tuple[str, ...] = PATTERNS,
+) -> tuple[Image.Image, np.ndarray, str, dict]:
+    """One scene: (RGB image, uint8 label map of class indices, caption, metadata of what was drawn).
+
+    ``shapes`` and ``patterns`` narrow what objects may be (the corpus uses all; the shape probe asks whether
+    fewer, plainer shapes are learned sooner).
+    """
+    if not shapes or not set(shapes) <= set(SHAPES) or not patterns or not set(patterns) <= set(PATTERNS):
+        raise ValueError(f"shapes must come from {SHAPES} and patterns from {PATTERNS}")
     size = image_size
     labels = np.empty((size, size), np.uint8)
     if rng.random() < 0.3:
@@ -287,8 +300,9 @@ def render_scene(rng: np.random.Generator, image_size: int = 96) -> tuple[Image.
     clashes = set().union(*(_CLASHES[b] for b in backgrounds))
     colours = [c for c in COLOURS if c not in clashes]
     objects = []
-    for number, (mask, kind) in enumerate(_place_objects(rng, size, int(rng.choice([1, 2, 3], p=[0.3, 0.4, 0.3]))), 1):
-        colour, pattern = colours[rng.integers(len(colours))], PATTERNS[rng.integers(len(PATTERNS))]
+    count = int(rng.choice([1, 2, 3], p=[0.3, 0.4, 0.3]))
+    for number, (mask, kind) in enumerate(_place_objects(rng, size, count, shapes), 1):
+        colour, pattern = colours[rng.integers(len(colours))], patterns[rng.integers(len(patterns))]
         _paint_object(image, mask, colour, pattern, rng)
         labels[mask], instances[mask] = CLASSES.index(kind), number
         objects.append({"shape": kind, "colour": colour, "pattern": pattern, "class_id": CLASSES.index(kind)})
