@@ -42,6 +42,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "mixreorg_no_segmentation": ("tiny", ["loss.segmentation_weight=0"]),
     # Not in the paper: GroupViT plus MixReorg's contextual layer, no mixing (which part makes groups collapse?).
     "groupvit_contextual": ("tiny_groupvit", ["model.vision.contextual_layers=1"]),
+    # Not in the paper: mixed patches classified among the K captions mixed together, not the whole batch.
+    "mixreorg_group_texts": ("tiny", ["loss.segmentation_texts=group"]),
     # Not in the paper: the multi-label loss with other images' prompts of the same word as positives.
     "groupvit_same_word": ("tiny_groupvit", ["loss.multi_label_positives=same_word"]),
     "mixreorg_same_word": ("tiny", ["loss.multi_label_positives=same_word"]),
@@ -168,7 +170,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=2000, help="optimizer steps per run (batch 32)")
     parser.add_argument("--seeds", type=int, default=3)
-    paper = [name for name in VARIANTS if "same_word" not in name and name != "groupvit_contextual"]
+    extra = ("groupvit_contextual", "mixreorg_group_texts", "groupvit_same_word", "mixreorg_same_word")
+    paper = [name for name in VARIANTS if name not in extra]
     parser.add_argument("--variants", nargs="+", default=paper, choices=list(VARIANTS))
     parser.add_argument("--train-size", type=int, default=20000)
     parser.add_argument("--eval-size", type=int, default=300)
