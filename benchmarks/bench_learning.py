@@ -201,9 +201,7 @@ def main() -> None:
         for seed in range(args.seeds):
             run, seconds = _train(variant, seed, args.steps, corpus, eval_every)
             summary = _evaluate(run / "model", corpus)
-            entries.append(
-                {"seed": seed, "seconds": seconds, **summary}
-            )
+            entries.append({"seed": seed, "seconds": seconds, **summary})
             runs.setdefault(variant, []).append(run)
             print(f"{variant} seed {seed}: mIoU {summary['mIoU']:.2f} in {seconds / 60:.1f} min", flush=True)
         results[variant] = {"runs": entries}
