@@ -189,6 +189,7 @@ def main() -> None:
 
     torch.set_num_threads(2)
     corpus = _corpus(args.train_size, args.eval_size)
+    benchmark = get_benchmark("synthetic", corpus)
     eval_every = args.eval_every or max(args.steps // 4, 1)
     results: dict[str, dict] = {}
     torch.manual_seed(0)
@@ -222,7 +223,7 @@ def main() -> None:
         "steps": args.steps,
         "batch_size": 32,
         "results": results,
-        "grouping_floors": grouping_floors(get_benchmark("synthetic", corpus)),
+        "grouping_floors": grouping_floors(benchmark),
         "note": args.note,
     }
     stem = args.name or f"learning_{tag}"
@@ -231,7 +232,7 @@ def main() -> None:
     report = write_report(record, stem)
     _curves(runs, RESULTS / f"{stem}_curves.png")
     first_seeds = {variant: load_model(folders[0] / "model")[0] for variant, folders in runs.items()}
-    group_figure(first_seeds, get_benchmark("synthetic", corpus), RESULTS / f"{stem}_groups.png")
+    group_figure(first_seeds, benchmark, RESULTS / f"{stem}_groups.png")
     print(report)
 
 

@@ -40,7 +40,7 @@ def model_view(model, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     from mixreorg.evaluation.protocols import IMAGENET_MEAN, IMAGENET_STD
     from mixreorg.evaluation.sliding import prepare
-    from mixreorg.inference.dense import combine_assignments, upsample_assignment
+    from mixreorg.inference.dense import segment_attention
     from mixreorg.model.grouping import GroupingBlock
 
     height, width = image.shape[:2]
@@ -55,8 +55,7 @@ def model_view(model, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             out = model.image_encoder(pixels)
     finally:
         hook.remove()
-    attention = upsample_assignment(combine_assignments(out.assignments, "soft").float(), out.grid, size)
-    winner = attention.max(dim=1).indices.float()[None]  # [1, 1, h, w]
+    winner = segment_attention(out, size).max(dim=1).indices.float()[None]  # [1, 1, h, w]
     segments = F.interpolate(winner, size=(height, width), mode="nearest")[0, 0].long().numpy()
     tokens = seen["tokens"][0].float().reshape(*out.grid, -1).numpy()
     return segments, tokens
@@ -114,10 +113,11 @@ def grouping(model, benchmark) -> dict:
 def grouping_floors(benchmark, clusters: int = 4, seed: int = 0) -> dict:
     """The measure for one segment per image and for per-image colour k-means."""
     rng = np.random.default_rng(seed)
+    shape_ids = _shape_ids(benchmark)
     items = [(image, label) for image, label, _ in benchmark]
     one = ((np.zeros_like(label, dtype=np.int64), label) for _, label in items)
     colour = ((kmeans_colours(image, clusters, rng), label) for image, label in items)
-    return {"one_segment": _score(one, _shape_ids(benchmark)), "colour_kmeans": _score(colour, _shape_ids(benchmark))}
+    return {"one_segment": _score(one, shape_ids), "colour_kmeans": _score(colour, shape_ids)}
 
 
 def group_figure(models: dict, benchmark, path: Path) -> None:

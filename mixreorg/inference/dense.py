@@ -25,6 +25,12 @@ def upsample_assignment(assignment: Tensor, grid: tuple[int, int], size: tuple[i
     return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
 
 
+def segment_attention(encoded, size: tuple[int, int]) -> Tensor:
+    """[B, S, H, W] soft pixel-to-segment maps at ``size`` from an image-encoder output: the stages' soft
+    assignments chained, then upsampled. The pixel's winning segment is their max over S."""
+    return upsample_assignment(combine_assignments(encoded.assignments, "soft").float(), encoded.grid, size)
+
+
 def _keep_top_classes(segment_logits: Tensor, image_logits: Tensor, top_k: int) -> Tensor:
     """GroupViT's filter: only the image's top-k classes may win a segment; re-weighted by the unfiltered softmax."""
     prior = segment_logits.softmax(dim=-1)
@@ -50,7 +56,7 @@ def dense_logits(
     scale = model.temperature()
     segments = F.normalize(model.segment_embeddings(out).float(), dim=-1)
     segment_logits = scale * segments @ class_embeddings.t()  # [B, S, C]
-    attention = upsample_assignment(combine_assignments(out.assignments, "soft").float(), out.grid, images.shape[-2:])
+    attention = segment_attention(out, images.shape[-2:])
     if mode == "soft":
         logits = torch.einsum("bshw,bsc->bchw", attention, segment_logits)
         return DenseOutput(logits=logits, attention=attention, segment_logits=segment_logits)
