@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import tarfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from PIL import Image
 
 from mixreorg.data import synthetic
 from mixreorg.data.synthetic import BACKGROUNDS, CLASSES, SHAPES, generate_corpus, render_scene, sample_rng
+from mixreorg.data.synthetic.appearance import ANIMALS
 from mixreorg.errors import MixreorgError
 
 MIXREORG = Path(sys.executable).with_name("mixreorg")
@@ -98,9 +100,10 @@ def _tree(root: Path) -> dict[str, bytes]:
 
 
 def test_corpus_layout_and_byte_identical_for_a_seed(tmp_path):
-    first = generate_corpus(tmp_path / "a", train_size=40, eval_size=5, image_size=64, seed=7, shard_size=16)
-    generate_corpus(tmp_path / "b", train_size=40, eval_size=5, image_size=64, seed=7, shard_size=16)
-    generate_corpus(tmp_path / "c", train_size=40, eval_size=5, image_size=64, seed=8, shard_size=16)
+    kwargs = dict(train_size=40, eval_size=5, image_size=64, shard_size=16, world="shapes")
+    first = generate_corpus(tmp_path / "a", seed=7, **kwargs)
+    generate_corpus(tmp_path / "b", seed=7, **kwargs)
+    generate_corpus(tmp_path / "c", seed=8, **kwargs)
     a, b, c = _tree(tmp_path / "a"), _tree(tmp_path / "b"), _tree(tmp_path / "c")
     assert a == b
     assert a["train/00000.tar"] != c["train/00000.tar"]
@@ -119,6 +122,7 @@ def test_corpus_layout_and_byte_identical_for_a_seed(tmp_path):
     assert meta["caption"] == caption and all(o["shape"] in caption for o in meta["objects"])
     classes = json.loads(a["eval/classes.json"])
     assert classes["classes"] == list(SHAPES + BACKGROUNDS) and classes["has_background"] is False
+    assert classes["objects"] == list(SHAPES) and json.loads(a["synth.json"])["world"] == "shapes"
     assert len(classes["palette"]) == len(classes["classes"])
     for index in range(5):
         label = np.asarray(Image.open(tmp_path / "a" / "eval" / "annotations" / f"{index:06d}.png"))
@@ -139,9 +143,9 @@ def test_interrupted_run_leaves_nothing_that_looks_complete(tmp_path, monkeypatc
             raise KeyboardInterrupt
         return real(rng, size)
 
-    monkeypatch.setattr(synthetic, "render_scene", failing)
+    monkeypatch.setitem(synthetic.WORLDS, "shapes", replace(synthetic.WORLDS["shapes"], render=failing))
     with pytest.raises(KeyboardInterrupt):
-        generate_corpus(tmp_path / "corpus", train_size=40, eval_size=2, image_size=48, shard_size=10)
+        generate_corpus(tmp_path / "corpus", train_size=40, eval_size=2, image_size=48, shard_size=10, world="shapes")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -162,7 +166,14 @@ def test_console_script_synth_and_clean_error(tmp_path):
             "--image-size", "48", "--shard-size", "5"]
     done = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "wrote 12 training pairs in 3 shards" in done.stdout
+    assert "wrote 12 training pairs of the appearance world in 3 shards" in done.stdout
+    assert json.loads((out / "eval" / "classes.json").read_text())["objects"] == list(ANIMALS)
+    shapes = subprocess.run([*args[:4], str(tmp_path / "shapes"), *args[5:], "--world", "shapes"],
+                            capture_output=True, text=True, timeout=120)
+    assert shapes.returncode == 0 and "of the shapes world" in shapes.stdout, shapes.stderr
+    unknown = subprocess.run([*args[:4], str(tmp_path / "x"), "--world", "moon"], capture_output=True, text=True)
+    assert unknown.returncode != 0 and "unknown synthetic world 'moon'" in unknown.stderr
+    assert "Traceback" not in unknown.stderr and not (tmp_path / "x").exists()
     again = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert again.returncode != 0
     assert again.stderr.strip().startswith("error: ") and "Traceback" not in again.stderr
