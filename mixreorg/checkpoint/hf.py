@@ -15,7 +15,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from mixreorg.checkpoint.atomic_dir import atomic_directory
-from mixreorg.checkpoint.hf_names import hf_to_ours, ours_to_hf
+from mixreorg.checkpoint.hf_names import TRAINING_ONLY_TEMPERATURES, hf_to_ours, ours_to_hf
 from mixreorg.checkpoint.ours import read_weights, write_weights
 from mixreorg.checkpoint.safe_pickle import safe_torch_load
 from mixreorg.checkpoint.state import model_state, tensor_state, unwrap_model
@@ -186,9 +186,8 @@ def save_hf(model: nn.Module, out_dir: str | Path, overwrite: bool = False) -> l
     cfg = unwrap_model(model).cfg
     hf_config = ours_config_to_hf(cfg)
     state = model_state(model)
-    notes = []
-    if "multi_label_logit_scale" in state:
-        notes.append("multi_label_logit_scale is dropped: transformers' GroupViT has no multi-label loss")
+    notes = [f"{key} is dropped: transformers' GroupViT has no loss that reads it (inference does not)"
+             for key in TRAINING_ONLY_TEMPERATURES if key in state]
     with atomic_directory(out_dir, overwrite=overwrite) as tmp:
         write_weights(ours_to_hf(state), tmp / HF_WEIGHTS[0])
         (tmp / HF_CONFIG).write_text(json.dumps(hf_config, indent=2) + "\n")

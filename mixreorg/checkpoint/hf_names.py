@@ -72,11 +72,15 @@ def _match(template: str, key: str) -> dict[str, str] | None:
     return found.groupdict() if found else None
 
 
+# Temperatures only a training loss reads; inference uses ``logit_scale`` alone.
+TRAINING_ONLY_TEMPERATURES = ("multi_label_logit_scale", "segmentation_logit_scale")
+
+
 def ours_to_hf(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     converted: dict[str, Tensor] = {}
     for key, value in state.items():
-        if key == "multi_label_logit_scale":
-            continue  # transformers has no multi-label loss
+        if key in TRAINING_ONLY_TEMPERATURES:
+            continue  # transformers has neither the multi-label nor the mixed segmentation loss
         for ours, theirs in FUSED:
             if (groups := _match(ours, key)) is not None:
                 rest = groups.pop("rest")

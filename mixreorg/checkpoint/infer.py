@@ -95,4 +95,5 @@ def infer_model_config(
         proj.num_layers = 1
     # A release trained without the multi-label loss (GroupViT RedCaps, transformers) has one temperature.
     cfg.share_temperature = "multi_label_logit_scale" not in state
+    cfg.segmentation_temperature = "own" if "segmentation_logit_scale" in state else "shared"
     return cfg

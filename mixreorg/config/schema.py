@@ -73,6 +73,14 @@ class MixingConfig:
     restored_group_tokens: str = "original"
     # Attention maps used by the mixed segmentation loss: "soft" (softmax) or "hard" (gumbel straight-through).
     seg_attention: str = "soft"
+    # Not in the paper, each a reading the paper allows (README, Decisions). Stop the gradient through
+    # Mix(Z_o), the original features progressive mixing adds to the mixed branch:
+    progressive_detach: bool = False
+    # Stop the segmentation loss's gradient into the grouping assignments (it still trains the segment tokens):
+    seg_attention_detach: bool = False
+    # Projector BatchNorm for the mixed segment tokens: "batch" (their own batch statistics) or "running"
+    # (the running statistics inference normalises with).
+    segment_norm: str = "batch"
 
 
 @dataclass
@@ -86,6 +94,9 @@ class ModelConfig:
     logit_scale_max: float = 100.0
     # GroupViT keeps a separate temperature for the multi-label loss.
     share_temperature: bool = False
+    # Temperature of MixReorg's segmentation loss: "shared" (the contrastive one, which inference also uses)
+    # or "own" (a third learned temperature, so the segmentation loss does not move inference's).
+    segmentation_temperature: str = "shared"
 
 
 @dataclass

@@ -26,7 +26,8 @@ def _contrastive_pair(
 def compute_losses(
     out: TrainOutputs, cfg: LossConfig, group_size: int = 1, words: Tensor | None = None
 ) -> dict[str, Tensor]:
-    """Weighted terms and their sum under ``loss``; every key ending in ``_loss`` is a logged term.
+    """Weighted terms and their sum under ``loss``; every key ending in ``_loss`` is a logged term, and the
+    model's diagnostics (segments per image, restored cosine) ride along for the log.
 
     ``words`` [B, K] are the prompt word ids from the loader (used when ``multi_label_positives=same_word``).
 
@@ -44,7 +45,7 @@ def compute_losses(
             out.mixed_assignment,
             out.mixed_labels,
             out.text,
-            out.logit_scale,
+            out.segmentation_logit_scale,
             group_size,
             cfg.segmentation_texts,
             cfg.gather_with_grad,
@@ -55,4 +56,5 @@ def compute_losses(
         restoration = restored_itc if restored_ml is None else restored_itc + restored_ml
         losses["restoration_loss"] = cfg.restoration_weight * restoration
     losses["loss"] = sum(losses.values())
+    losses.update(out.diagnostics)  # logged beside the losses, never summed into them
     return losses

@@ -32,6 +32,10 @@ def validate_model_config(cfg: ModelConfig) -> None:
         )
     if vision.num_group_tokens[0] <= 0:
         raise MixreorgError("model.vision.num_group_tokens[0] must be positive: the first stage must group")
+    if cfg.segmentation_temperature not in ("shared", "own"):
+        raise MixreorgError(
+            f"model.segmentation_temperature must be one of shared, own, got '{cfg.segmentation_temperature}'"
+        )
     mixing = cfg.mixing
     if mixing.enabled:
         if not 0 <= mixing.progressive_layers <= vision.depths[0]:
@@ -42,6 +46,7 @@ def validate_model_config(cfg: ModelConfig) -> None:
             ("progressive_mode", mixing.progressive_mode, ("output", "input", "average")),
             ("restored_group_tokens", mixing.restored_group_tokens, ("original", "learned")),
             ("seg_attention", mixing.seg_attention, ("soft", "hard")),
+            ("segment_norm", mixing.segment_norm, ("batch", "running")),
         ):
             if value not in allowed:
                 raise MixreorgError(f"model.mixing.{key} must be one of {', '.join(allowed)}, got '{value}'")

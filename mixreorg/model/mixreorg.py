@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mixreorg.config.schema import ModelConfig
@@ -28,6 +29,9 @@ class TrainOutputs:
     mixed_segments: Tensor | None = None  # [B, S, D] segment embeddings of the mixed images
     mixed_assignment: Tensor | None = None  # [B, N, S] patch-to-segment assignment of the mixed images
     mixed_labels: Tensor | None = None  # [B, N] source image of each mixed patch
+    segmentation_logit_scale: Tensor | None = None  # scalar, the segmentation loss's temperature
+    # Measurements logged beside the losses (no gradient): segments per image, cos(restored, original).
+    diagnostics: dict[str, Tensor] = field(default_factory=dict)
 
 
 def combine_assignments(assignments: list[Assignment], kind: str = "soft") -> Tensor:
@@ -55,6 +59,9 @@ class MixReorgModel(nn.Module):
         self.multi_label_logit_scale = (
             None if cfg.share_temperature else nn.Parameter(torch.tensor(cfg.logit_scale_init))
         )
+        self.segmentation_logit_scale = (
+            nn.Parameter(torch.tensor(cfg.logit_scale_init)) if cfg.segmentation_temperature == "own" else None
+        )
         if cfg.text.init_from_open_clip and not self.logit_scale.is_meta:
             init_text_from_open_clip(self.text_encoder, cfg.text.init_from_open_clip, cfg.text.init_pretrained_tag)
 
@@ -62,13 +69,14 @@ class MixReorgModel(nn.Module):
     def context_length(self) -> int:
         return self.cfg.text.context_length
 
-    def temperature(self, multi_label: bool = False) -> Tensor:
-        """exp(logit_scale) clamped at ``logit_scale_max`` (100), as every GroupViT loss uses it."""
-        param = (
-            self.multi_label_logit_scale
-            if multi_label and self.multi_label_logit_scale is not None
-            else self.logit_scale
-        )
+    def temperature(self, multi_label: bool = False, segmentation: bool = False) -> Tensor:
+        """exp(logit_scale) clamped at ``logit_scale_max`` (100), as every GroupViT loss uses it; the
+        multi-label and segmentation losses read their own temperature where the model has one."""
+        param = self.logit_scale
+        if multi_label and self.multi_label_logit_scale is not None:
+            param = self.multi_label_logit_scale
+        elif segmentation and self.segmentation_logit_scale is not None:
+            param = self.segmentation_logit_scale
         return param.exp().clamp(max=self.cfg.logit_scale_max)
 
     def encode_text(self, tokens: Tensor) -> Tensor:
@@ -111,8 +119,8 @@ class MixReorgModel(nn.Module):
         )
         mixing = self.cfg.mixing
         if not mixing.enabled:
-            image, _ = self.encode_image(images)
-            return TrainOutputs(image=image, **common)
+            image, encoded = self.encode_image(images)
+            return TrainOutputs(image=image, diagnostics=training_diagnostics(encoded), **common)
         if plan is None:
             patch = self.cfg.vision.patch_size
             num_tokens = (images.shape[-2] // patch) * (images.shape[-1] // patch)
@@ -120,17 +128,37 @@ class MixReorgModel(nn.Module):
         return self.forward_mixreorg(images, plan, common)
 
     def forward_mixreorg(self, images: Tensor, plan: MixingPlan, common: dict) -> TrainOutputs:
-        branches = self.image_encoder.forward_mixreorg(images, plan, self.cfg.mixing)
+        mixing = self.cfg.mixing
+        branches = self.image_encoder.forward_mixreorg(images, plan, mixing)
         # Only the original branch updates the projector's running statistics (what inference uses).
         image = self.image_projector(branches.original.pooled)
         restored = self.image_projector(branches.restored.pooled, update_stats=False)
-        mixed_segments = self.image_projector(branches.mixed.tokens, update_stats=False)
-        assignment = combine_assignments(branches.mixed.assignments, self.cfg.mixing.seg_attention)
+        mixed_segments = self.image_projector(
+            branches.mixed.tokens, update_stats=False, running_stats=mixing.segment_norm == "running"
+        )
+        assignment = combine_assignments(branches.mixed.assignments, mixing.seg_attention)
+        if mixing.seg_attention_detach:
+            assignment = assignment.detach()
+        diagnostics = training_diagnostics(branches.original)
+        with torch.no_grad():
+            diagnostics["restored_cosine"] = F.cosine_similarity(restored.float(), image.float(), dim=-1).mean()
         return TrainOutputs(
             image=image,
             restored=restored,
             mixed_segments=mixed_segments,
             mixed_assignment=assignment,
             mixed_labels=plan.labels,
+            segmentation_logit_scale=self.temperature(segmentation=True),
+            diagnostics=diagnostics,
             **common,
         )
+
+
+@torch.no_grad()
+def training_diagnostics(encoded: VisionOutput) -> dict[str, Tensor]:
+    """Segments per image of a training batch: final segments that win at least one patch (soft maps, as
+    inference picks winners). Logged so a run shows its grouping collapse while it trains."""
+    winners = combine_assignments(encoded.assignments, "soft").max(dim=-1).indices  # [B, N]
+    used = torch.zeros(winners.shape[0], encoded.tokens.shape[1], device=winners.device)
+    used.scatter_(1, winners, 1.0)
+    return {"segments_per_image": used.sum(dim=1).mean()}

@@ -64,7 +64,8 @@ class ProjectMLP(nn.Module):
     from the batch of every rank. ``update_stats=False`` normalises with the batch's own statistics
     but leaves the running statistics alone: MixReorg projects mixed segment tokens for its
     segmentation loss, and those must not shift the statistics that inference (on pooled features
-    and clean tokens) uses.
+    and clean tokens) uses. ``running_stats=True`` normalises with the running statistics instead
+    (``model.mixing.segment_norm=running``).
     """
 
     def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 2) -> None:
@@ -80,12 +81,16 @@ class ProjectMLP(nn.Module):
         else:
             raise ValueError(f"projection.num_layers must be 1 or 2, got {num_layers}")
 
-    def forward(self, x: Tensor, update_stats: bool = True) -> Tensor:
+    def forward(self, x: Tensor, update_stats: bool = True, running_stats: bool = False) -> Tensor:
+        """``running_stats`` normalises with the running statistics even in training (as inference does)."""
         shape = x.shape
         flat = x.reshape(-1, shape[-1])
         if self.num_layers == 2:
             linear, norm, act = self.linear_hidden
-            if self.training and self.sync_batchnorm and _world_size() > 1:
+            if running_stats and self.training:
+                flat = act(F.batch_norm(linear(flat), norm.running_mean, norm.running_var, norm.weight, norm.bias,
+                                        False, 0.0, norm.eps))
+            elif self.training and self.sync_batchnorm and _world_size() > 1:
                 flat = act(synced_batch_norm(linear(flat), norm, update_stats))
             elif update_stats or not self.training:
                 flat = self.linear_hidden(flat)

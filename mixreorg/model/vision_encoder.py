@@ -115,7 +115,7 @@ class VisionEncoder(nn.Module):
         for index in range(depth):
             progressive = index >= first_progressive
             if progressive and mixing.progressive_mode == "input":
-                mixed = mixed + mix(original, plan)
+                mixed = mixed + _remix(original, plan, mixing.progressive_detach)
             # Both branches share the block, so they run as one batch of 2B.
             both, group_both = first.run_block(
                 index, torch.cat([original, mixed]), torch.cat([group_original, group_mixed]), checkpointing
@@ -123,9 +123,9 @@ class VisionEncoder(nn.Module):
             original, mixed = both.chunk(2)
             group_original, group_mixed = group_both.chunk(2)
             if progressive and mixing.progressive_mode == "output":
-                mixed = mixed + mix(original, plan)
+                mixed = mixed + _remix(original, plan, mixing.progressive_detach)
             elif progressive and mixing.progressive_mode == "average":
-                mixed = 0.5 * (mixed + mix(original, plan))
+                mixed = 0.5 * (mixed + _remix(original, plan, mixing.progressive_detach))
         restored = unmix(mixed, plan)
         if mixing.restored_group_tokens == "original":
             group_restored = group_original
@@ -136,6 +136,11 @@ class VisionEncoder(nn.Module):
         segments, group_tokens, assignment = first.group(tokens, group_tokens)
         joint = self._stages(segments, group_tokens, 1, [assignment] if assignment is not None else [], grid)
         return MixReorgVisionOutput(*(_slice_output(joint, part, batch) for part in range(3)))
+
+
+def _remix(original: Tensor, plan: MixingPlan, detach: bool) -> Tensor:
+    """Mix(Z_o) for progressive mixing; ``detach`` keeps the mixed branch's losses out of the original branch."""
+    return mix(original.detach() if detach else original, plan)
 
 
 def _slice_output(out: VisionOutput, part: int, batch: int) -> VisionOutput:
