@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install test lint demo bench bench-learning clean
+.PHONY: install test lint demo bench bench-learning gpu-wheels clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,12 @@ bench: install
 bench-learning: install
 	$(PY) benchmarks/bench_learning.py
 	$(PY) benchmarks/bench_shape_probe.py
+
+# Wheels the GPU machine's image lacks (it reaches no package index), for benchmarks/gpu_learning.sh.
+gpu-wheels:
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+		open_clip_torch==3.3.0 webdataset==0.2.111 braceexpand==0.1.7 ftfy==6.3.1 wcwidth==0.9.4 pycocotools==2.0.11
 
 clean:
 	rm -rf $(VENV) demo runs benchmarks/work
