@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
-from tqdm import tqdm
 
 from mixreorg.data.shards import atomic_output_dir, write_shards
 from mixreorg.data.verify import write_manifest
 from mixreorg.errors import MixreorgError
+from mixreorg.utils.progress import progress_bar
 
 SHAPES = ("circle", "square", "triangle", "star", "heart", "ring", "cross", "diamond", "hexagon", "crescent")
 BACKGROUNDS = ("sand", "grass", "water", "sky", "brick", "wood", "snow", "gravel")
@@ -351,7 +351,8 @@ def generate_corpus(
     if image_size < 32:
         raise MixreorgError(f"--image-size {image_size} is too small to draw recognisable shapes; use 32 or more")
     start = time.perf_counter()
-    with atomic_output_dir(out) as tmp, tqdm(total=train_size + eval_size, desc="synth", unit="img") as progress:
+    bar = progress_bar(total=train_size + eval_size, desc="synth", unit="img")
+    with atomic_output_dir(out) as tmp, bar as progress:
         shards = write_shards(_train_samples(train_size, image_size, seed, progress), tmp / "train", shard_size)
         write_manifest(tmp / "train" / "manifest.json", shards)
         (tmp / "eval" / "images").mkdir(parents=True)
