@@ -1,4 +1,4 @@
-"""`mixreorg ARGS` with one fault injected, for the tests of training's failure paths.
+"""`mixreorg ARGS` with one fault injected, for the tests of training's failure paths (and a tool to damage shards).
 
     python tests/faults.py FAULT ARGS...
 
@@ -11,9 +11,23 @@ held-save      the first checkpoint write waits until the file named by $MIXREOR
 from __future__ import annotations
 
 import errno
+import io
 import os
 import sys
+import tarfile
 import time
+from pathlib import Path
+
+
+def rewrite_shard(src: Path, dst: Path, change) -> None:
+    """Copy a tar member by member; ``change(name, data)`` returns new bytes, or None to drop the member."""
+    with tarfile.open(src) as source, tarfile.open(dst, "w") as target:
+        for member in source.getmembers():
+            data = change(member.name, source.extractfile(member).read())
+            if data is not None:
+                info = tarfile.TarInfo(member.name)
+                info.size = len(data)
+                target.addfile(info, io.BytesIO(data))
 
 
 def inject(fault: str) -> None:

@@ -4,7 +4,6 @@ already saved; SIGTERM during a save still ends with a checkpoint."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -23,6 +22,7 @@ from mixreorg.data.verify import write_manifest
 
 sys.path.insert(0, os.path.dirname(__file__))
 from cli_runner import processes_in_group, run_isolated  # noqa: E402
+from faults import rewrite_shard  # noqa: E402
 
 MIXREORG = str(Path(sys.executable).with_name("mixreorg"))
 FAULTS = [sys.executable, str(Path(__file__).with_name("faults.py"))]
@@ -36,17 +36,6 @@ def corpus(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("faults") / "synth"
     generate_corpus(root, train_size=64, eval_size=0, image_size=64, shard_size=16)
     return root / "train"
-
-
-def rewrite_shard(src: Path, dst: Path, change) -> None:
-    """Copy a tar member by member; ``change(name, data)`` returns new bytes, or None to drop the member."""
-    with tarfile.open(src) as source, tarfile.open(dst, "w") as target:
-        for member in source.getmembers():
-            data = change(member.name, source.extractfile(member).read())
-            if data is not None:
-                info = tarfile.TarInfo(member.name)
-                info.size = len(data)
-                target.addfile(info, io.BytesIO(data))
 
 
 def write_corpus(folder: Path, shards: list[tuple[str, int]]) -> str:

@@ -21,19 +21,10 @@ from mixreorg.utils.progress import PlainProgress, progress_bar
 
 sys.path.insert(0, os.path.dirname(__file__))
 from cli_runner import run_cli, run_isolated  # noqa: E402
+from faults import rewrite_shard  # noqa: E402
 
 MIXREORG = str(Path(sys.executable).with_name("mixreorg"))
 TIMEOUT = 120
-
-
-def _copy_members(src: Path, dst: Path, change) -> None:
-    with tarfile.open(src) as source, tarfile.open(dst, "w") as target:
-        for member in source.getmembers():
-            data = change(member.name, source.extractfile(member).read())
-            if data is not None:
-                info = tarfile.TarInfo(member.name)
-                info.size = len(data)
-                target.addfile(info, io.BytesIO(data))
 
 
 @pytest.fixture(scope="module")
@@ -46,13 +37,13 @@ def stale(tmp_path_factory) -> Path:
     clean, data = root / "synth" / "train", root / "data"
     data.mkdir()
     broken = {f"{i:09d}.jpg" for i in (1, 5, 9)}
-    _copy_members(clean / "00000.tar", data / "00000.tar", lambda name, raw: b"garbage" if name in broken else raw)
+    rewrite_shard(clean / "00000.tar", data / "00000.tar", lambda name, raw: b"garbage" if name in broken else raw)
     with tarfile.open(clean / "00001.tar") as tar:
         ninth = next(m for m in tar.getmembers() if m.name.startswith(f"{24:09d}."))  # sample 8 of the shard
     (data / "00001.tar").write_bytes((clean / "00001.tar").read_bytes()[: ninth.offset_data + 10])
     with tarfile.open(data / "00002.tar", "w"):
         pass
-    _copy_members(clean / "00003.tar", data / "00003.tar", lambda name, raw: None if name == f"{50:09d}.txt" else raw)
+    rewrite_shard(clean / "00003.tar", data / "00003.tar", lambda name, raw: None if name == f"{50:09d}.txt" else raw)
     write_manifest(data / "manifest.json", [{"url": f"{i:05d}.tar", "num_samples": n}
                                             for i, n in enumerate((16, 16, 16, 20))])
     return data / "manifest.json"
