@@ -351,8 +351,10 @@ def generate_corpus(
     if image_size < 32:
         raise MixreorgError(f"--image-size {image_size} is too small to draw recognisable shapes; use 32 or more")
     start = time.perf_counter()
-    bar = progress_bar(total=train_size + eval_size, desc="synth", unit="img")
-    with atomic_output_dir(out) as tmp, bar as progress:
+    with (
+        atomic_output_dir(out) as tmp,
+        progress_bar(total=train_size + eval_size, desc="synth", unit="img") as progress,
+    ):
         shards = write_shards(_train_samples(train_size, image_size, seed, progress), tmp / "train", shard_size)
         write_manifest(tmp / "train" / "manifest.json", shards)
         (tmp / "eval" / "images").mkdir(parents=True)
