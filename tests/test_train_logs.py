@@ -20,7 +20,7 @@ from mixreorg.training.logging import RunLogger
 from mixreorg.utils.progress import PlainProgress, progress_bar
 
 sys.path.insert(0, os.path.dirname(__file__))
-from cli_runner import run_cli, run_isolated  # noqa: E402
+from cli_runner import run_isolated  # noqa: E402
 from faults import rewrite_shard  # noqa: E402
 
 MIXREORG = str(Path(sys.executable).with_name("mixreorg"))
@@ -112,25 +112,24 @@ def test_max_bad_fraction_stops_the_run_with_one_line(stale, tmp_path):
                               "and train on the manifest it writes, or raise data.max_bad_fraction")
 
 
-def test_eval_and_data_write_plain_progress_lines_off_a_terminal(tmp_path, monkeypatch, capsys):
-    code, _, err = run_cli(["data", "synth", "--out", str(tmp_path / "synth"), "--train-size", "8", "--eval-size", "4",
-                            "--image-size", "64", "--shard-size", "4"], monkeypatch, capsys)
+def test_eval_and_data_write_plain_progress_lines_off_a_terminal(tmp_path):
+    synth = [MIXREORG, "data", "synth", "--out", str(tmp_path / "synth"), "--train-size", "8", "--eval-size", "4",
+             "--image-size", "64", "--shard-size", "4"]
+    code, _, err = run_isolated(synth, TIMEOUT, stderr_path=tmp_path / "synth.txt")
     assert code == 0 and "\r" not in err
     assert re.fullmatch(rf"{STAMP}synth:   0% 0/12 .*\n(.*\n)*{STAMP}synth: 100% 12/12 \[.*img/s\]\n", err)
-    import torch
-
     from mixreorg.checkpoint import save_pretrained
     from mixreorg.config import load_config
     from mixreorg.model import build_model
 
     config = load_config("tiny")
     save_pretrained(build_model(config), config, tmp_path / "model")
-    torch.set_num_threads(1)
-    code, out, err = run_cli(["eval", "-d", "synthetic", "-c", str(tmp_path / "model"), "--data-root",
-                              str(tmp_path / "synth"), "--device", "cpu", "--workers", "0", "--out",
-                              str(tmp_path / "results.json")], monkeypatch, capsys)
+    evaluate = [MIXREORG, "eval", "-d", "synthetic", "-c", str(tmp_path / "model"), "--data-root",
+                str(tmp_path / "synth"), "--device", "cpu", "--workers", "0", "--out", str(tmp_path / "results.json")]
+    code, out, err = run_isolated(evaluate, TIMEOUT, stderr_path=tmp_path / "eval.txt")
     assert code == 0 and "\r" not in err, err
-    assert re.search(rf"^{STAMP}synthetic \(groupvit\): 100% 4/4 \[", err, re.MULTILINE)
+    assert re.fullmatch(rf"{STAMP}synthetic \(groupvit\):   0% 0/4 .*\n(.*\n)*{STAMP}synthetic \(groupvit\): 100% 4/4 "
+                        r"\[.*img/s\]\n", err)
 
 
 def test_a_terminal_still_gets_progress_bars(tmp_path):
