@@ -19,6 +19,8 @@ import pytest
 from mixreorg.checkpoint import find_latest
 from mixreorg.data.synthetic import generate_corpus
 from mixreorg.data.verify import write_manifest
+from mixreorg.errors import MixreorgError
+from mixreorg.training.run_folder import RunFolder, check_not_in_use
 
 sys.path.insert(0, os.path.dirname(__file__))
 from cli_runner import processes_in_group, run_isolated  # noqa: E402
@@ -204,3 +206,26 @@ def test_a_second_process_on_the_same_run_is_refused_naming_the_owner(corpus, tm
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()
              if '"loss"' in line]
     assert steps == [1, 2, 3, 4]
+
+
+HOLD_LOCK = "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR); fcntl.lockf(fd, fcntl.LOCK_EX); " \
+            "print('locked', flush=True); time.sleep(120)"
+
+
+def test_the_run_lock_names_its_holder_and_dies_with_it(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".lock").write_text("4242 node7\n")  # as a rank 0 on another machine of the cluster wrote it
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run / ".lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        for attempt in (lambda: check_not_in_use(run), RunFolder(run).acquire):
+            with pytest.raises(MixreorgError, match=f"{run} is in use: process 4242 on node7 is training there"):
+                attempt()
+    finally:
+        holder.kill()  # kill -9: no cleanup runs, the kernel drops the lock
+        holder.wait()
+    folder = RunFolder(run)
+    folder.acquire()
+    assert (run / ".lock").read_text().split()[0] == str(os.getpid())
+    folder.release()

@@ -1,7 +1,7 @@
 """One owner per run folder: an ``fcntl`` lock held by the training process (rank 0) for the whole run.
 
 The kernel drops the lock when its process ends, however it ends (kill -9 included), so a lock never goes
-stale; the ``.lock`` file itself stays and only names the last holder's PID. A second run on the same
+stale; the ``.lock`` file itself stays and only names the last holder (PID and host). A second run on the same
 ``--out`` (fresh or ``--resume auto``) stops at once with one line naming that PID.
 
 The lock is a POSIX record lock (``lockf``), not ``flock``: a forked DataLoader worker would share an
@@ -16,6 +16,7 @@ import errno
 import fcntl
 import os
 import shutil
+import socket
 from pathlib import Path
 
 from mixreorg.errors import MixreorgError
@@ -24,11 +25,14 @@ LOCK_FILE = ".lock"
 
 
 def _holder(lock: Path) -> str:
+    """'process 1234 on node7' as the holder wrote it (a run folder on a shared filesystem spans machines)."""
     try:
-        pid = lock.read_text().strip()
+        pid, _, host = lock.read_text().strip().partition(" ")
     except OSError:
-        pid = ""
-    return f"process {pid}" if pid.isdigit() else "another process"
+        pid, host = "", ""
+    if not pid.isdigit():
+        return "another process"
+    return f"process {pid}" + (f" on {host}" if host and host != socket.gethostname() else "")
 
 
 def _busy(run_dir: Path, lock: Path) -> MixreorgError:
@@ -85,7 +89,7 @@ class RunFolder:
                     break
             os.close(fd)
         os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
         self._fd = fd
 
     def release(self) -> None:
