@@ -51,6 +51,7 @@ def segment(
     files, problems = expand_inputs(inputs)
     if not files:
         raise MixreorgError("no images to segment: " + "; ".join(problems))
+    new_folder = not out.exists()
     check_output_dir(out)
     predictor = Predictor.from_checkpoint(checkpoint, device=device, size=size, cache_dir=cache_dir)
     predictor.set_labels(names)
@@ -64,6 +65,8 @@ def segment(
             failures += 1
             typer.secho(outcome.message, err=True, fg=typer.colors.YELLOW)
     if failures:
+        if new_folder and not any(out.iterdir()):
+            out.rmdir()  # every input failed: leave no empty folder behind
         typer.secho(f"error: {failures} of {len(files) + len(problems)} inputs could not be segmented", err=True,
                     fg=typer.colors.RED)
         raise typer.Exit(1)

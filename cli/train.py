@@ -30,13 +30,7 @@ def train(
     from mixreorg.training.launch import train as launch_train
 
     options = LaunchOptions(gpus, nnodes, node_rank, master_addr, master_port)
+    # The run itself says how it ended (on stderr and in RUN/train.log); the exit code tells scripts.
     status = launch_train(config, data, out, overrides=ctx.args, resume=resume, options=options)
     if status.get("stopped_by"):
-        typer.echo(
-            f"stopped by {status['stopped_by']} at step {status.get('step')}; checkpoint saved, "
-            f"continue with: mixreorg train ... --out {out} --resume auto",
-            err=True,
-        )
         raise typer.Exit(143 if status["stopped_by"] == "SIGTERM" else 130)
-    if status:
-        typer.echo(f"trained {status.get('step')} steps; final model: {status.get('final_model')}")

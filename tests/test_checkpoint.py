@@ -136,6 +136,24 @@ def test_keep_last_prunes_older_steps_only(tmp_path):
     assert load_model(tmp_path)[1] == config  # a run folder loads as its latest checkpoint
 
 
+def test_a_prune_cut_short_leaves_nothing_that_outlives_the_next_save(tmp_path, monkeypatch):
+    config, model, optimizer, *_ = make_run()
+    for step in (1, 2):
+        save_training_checkpoint(tmp_path, step, model, optimizer, keep_last=1, config=config)
+    root = tmp_path / "checkpoints"
+    assert sorted(p.name for p in root.iterdir()) == ["latest", "step_000000002"]
+    # A kill while step 2 is being deleted: the folder was renamed first, so only hidden debris is left.
+    monkeypatch.setattr(training_module.shutil, "rmtree", lambda *args, **kwargs: None)
+    save_training_checkpoint(tmp_path, 3, model, optimizer, keep_last=1, config=config)
+    monkeypatch.undo()
+    assert [p.name for p in root.iterdir() if p.name.startswith("step_")] == ["step_000000003"]
+    # What an older version's interrupted delete left: a step folder holding only its config.
+    (root / "step_000000001").mkdir()
+    (root / "step_000000001" / "config.yaml").write_text("model: {}\n")
+    save_training_checkpoint(tmp_path, 4, model, optimizer, keep_last=1, config=config)
+    assert sorted(p.name for p in root.iterdir()) == ["latest", "step_000000004"]
+
+
 def test_non_plain_extra_is_refused_before_anything_is_written(tmp_path):
     config, model, *_ = make_run()
     with pytest.raises(TypeError, match="extra"):
@@ -148,13 +166,13 @@ def test_failing_writer_keeps_latest_on_the_previous_checkpoint(tmp_path, monkey
     first = save_training_checkpoint(tmp_path, 1, model, optimizer, keep_last=3, config=config)
     real_save = torch.save
 
-    def dies_halfway(obj, path, *args, **kwargs):
-        real_save(obj, path, *args, **kwargs)
-        Path(path).write_bytes(Path(path).read_bytes()[:100])
+    def dies_halfway(obj, handle, *args, **kwargs):
+        real_save(obj, handle, *args, **kwargs)
+        handle.truncate(100)
         raise OSError(5, "Input/output error")
 
     monkeypatch.setattr(training_module.torch, "save", dies_halfway)
-    with pytest.raises(OSError):
+    with pytest.raises(MixreorgError, match=r"could not write step 2 .*Input/output error.*step 1 is intact"):
         save_training_checkpoint(tmp_path, 2, model, optimizer, keep_last=3, config=config)
     monkeypatch.undo()
     assert find_latest(tmp_path) == first
@@ -179,10 +197,10 @@ CHILD = textwrap.dedent(
     model.logit_scale.data.fill_(3.0)
     real_save = torch.save
 
-    def killed_while_writing(obj, path, *args, **kwargs):
-        real_save(obj, path, *args, **kwargs)
-        with open(path, "r+b") as handle:
-            handle.truncate(os.path.getsize(path) // 2)
+    def killed_while_writing(obj, handle, *args, **kwargs):
+        real_save(obj, handle, *args, **kwargs)
+        handle.truncate(handle.tell() // 2)
+        handle.flush()
         os.kill(os.getpid(), signal.SIGKILL)
 
     torch.save = killed_while_writing

@@ -128,7 +128,9 @@ def test_corrupt_images_are_counted_and_replaced(tmp_path):
     loader = _loader(tmp_path / "manifest.json", workers=0, batch_size=4, shuffle_buffer=0)
     batches = list(loader)
     assert len(batches) == 3 and all(images.shape[0] == 4 for images, *_ in batches)
-    assert loader.corrupt_samples == 1 and loader.read_errors == 0
+    skipped = loader.skipped()
+    assert skipped["undecodable_images"] == 1 and skipped["unreadable_shards"] == skipped["samples_missing"] == 0
+    assert skipped["samples_read"] == 12  # the broken one included
     assert 4 not in [i for _, texts, _ in batches for i in _ids(texts)]
 
 

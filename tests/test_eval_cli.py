@@ -123,6 +123,7 @@ def test_bad_input_gives_one_clear_line(data_root, checkpoint, tmp_path, monkeyp
     (broken / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation" / "val.txt").unlink()
     code, _, stderr = run_cli(base + ["-d", "voc", "--data-root", str(broken)], monkeypatch, capsys)
     assert code == 2 and "val.txt" in stderr and stderr.count("\n") == 1
+    assert "eval's --data-root" in stderr and "point --root" not in stderr  # eval's flag, not data fetch's
 
     short_text = save_model(tmp_path / "short", ["model.text.context_length=6"])
     args = ["eval", "-d", "synthetic", "-c", str(short_text), "--data-root", str(data_root / "synthetic"),

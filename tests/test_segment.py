@@ -155,6 +155,15 @@ def test_cli_segments_every_kind_of_image_and_reports_a_bad_file(tmp_path, check
     assert not (out / "broken_mask.png").exists()
 
 
+def test_cli_leaves_no_empty_output_folder_when_every_input_fails(tmp_path, checkpoint, monkeypatch, capsys):
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    out = tmp_path / "out"
+    code, _, stderr = run_cli(["segment", str(tmp_path / "broken.png"), "--labels", LABELS, "-c", str(checkpoint),
+                               "--out", str(out), "--size", "64", "--device", "cpu"], monkeypatch, capsys)
+    assert code == 1 and "1 of 1 inputs" in stderr
+    assert not out.exists()
+
+
 def test_cli_format_choice_and_duplicate_stems(tmp_path, checkpoint, monkeypatch, capsys):
     for sub in ("a", "b"):
         (tmp_path / sub).mkdir()

@@ -23,6 +23,9 @@ from mixreorg.training.optim import WarmupCosineSchedule, param_groups, scaled_l
 from mixreorg.training.periodic_eval import PeriodicEval
 from mixreorg.training.trainer import Trainer, global_mixing_plan
 
+sys.path.insert(0, str(Path(__file__).parent))
+from cli_runner import run_cli  # noqa: E402
+
 MIXREORG = Path(sys.executable).with_name("mixreorg")
 FAST = ["train.batch_size=8", "train.log_every=1", "data.workers=0"]
 
@@ -143,6 +146,14 @@ def test_unknown_preset_is_one_clear_line_from_the_cli(tmp_path):
     assert done.stderr.startswith("error: unknown preset 'no_such_preset'") and "tiny" in done.stderr
 
 
+def test_bad_training_numbers_are_one_line_from_the_cli_and_leave_no_folder(manifest, tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    code, out, err = run_cli(["train", "--config", "tiny", "--data", manifest, "--out", str(run), "train.base_lr=-1"],
+                             monkeypatch, capsys)
+    assert code == 2 and err == "error: train.base_lr must be greater than 0, got -1.0\n"
+    assert not run.exists()
+
+
 @pytest.mark.parametrize(
     ("overrides", "data", "options", "message"),
     [
@@ -151,6 +162,9 @@ def test_unknown_preset_is_one_clear_line_from_the_cli(tmp_path):
         (["train.batch_size=6"], None, LaunchOptions(), "batch_size=6 .* not divisible by the mixing group"),
         ([], None, LaunchOptions(gpus=5), "4 shards cannot feed 5 ranks"),
         (["train.precision=fp8"], None, LaunchOptions(), "train.precision must be one of"),
+        (["train.base_lr=-1"], None, LaunchOptions(), r"train.base_lr must be greater than 0, got -1"),
+        (["train.betas=[0.9,1.5]"], None, LaunchOptions(), r"train.betas must be two numbers in \[0, 1\)"),
+        (["data.max_bad_fraction=2"], None, LaunchOptions(), r"data.max_bad_fraction must be in \[0, 1\]"),
         (["loss.multi_label_positives=all"], None, LaunchOptions(), "multi_label_positives must be one of own, same"),
         ([], None, LaunchOptions(nnodes=2), "needs --master-addr"),
     ],

@@ -40,8 +40,11 @@ def test_two_processes_match_one_process_on_the_same_global_batch(manifest, tmp_
     run = tmp_path / "two"
     status = train("tiny", manifest, run, overrides=OVERRIDES, options=LaunchOptions(gpus=2))
     assert status["step"] == 2 and status["final_model"] == str(run / "model")
-    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    metrics = [r for r in records if "loss" in r]  # step records (an epoch's data counts are records too)
     assert [m["step"] for m in metrics] == [1, 2]
+    # 2 steps x 2 micro-batches x 8 images on each of the 2 ranks: the counts are summed over ranks
+    assert [r["data/samples_read"] for r in records if "data/samples_read" in r] == [64]
 
     # The same global batch in one process: rank 0's batch then rank 1's, at twice the per-rank batch.
     torch.set_num_threads(1)

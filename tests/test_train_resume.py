@@ -104,8 +104,12 @@ def test_crash_mid_checkpoint_then_sigterm_then_resume_continue_the_uninterrupte
     assert _step(find_latest(run)) == status["step"] >= 3, "SIGTERM must checkpoint the step it stopped at"
     assert not any(p.name.endswith(".partial") for p in checkpoints.iterdir()), "the next save clears leftovers"
 
-    # 3. Resume to the end: every step equals the uninterrupted run's.
+    # 3. Resume to the end: every step equals the uninterrupted run's. What a kill during pruning used to leave
+    # (a step folder holding only its config) is cleared by the next save.
+    (checkpoints / "step_000000001").mkdir()
+    (checkpoints / "step_000000001" / "config.yaml").write_text("model: {}\n")
     status = train("tiny", manifest, run, overrides=OVERRIDES, resume="auto")
+    assert not (checkpoints / "step_000000001").exists()
     assert status["step"] == 6 and not status["stopped_by"]
     resumed = _losses(run)
     assert sorted(resumed) == list(range(1, 7))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -10,9 +11,16 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from safetensors import SafetensorError
+
 from mixreorg.errors import MixreorgError
 
 PARTIAL_SUFFIX = ".partial"
+# What the writers raise when a write fails: OSError (plain files), torch.save's RuntimeError
+# ("unexpected pos ..."; saving into a Python file object chains the OSError behind it), safetensors' own.
+WRITE_ERRORS = (OSError, RuntimeError, SafetensorError)
+FULL_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+FULL_DISK_TEXTS = ("No space left on device", "Disk quota exceeded", "os error 28", "os error 122")
 
 
 def _umask() -> int:
@@ -75,3 +83,22 @@ def atomic_directory(path: str | Path, overwrite: bool = False) -> Iterator[Path
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _disk_full(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in FULL_DISK_ERRNOS:
+            return True
+        if any(text in str(seen) for text in FULL_DISK_TEXTS):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def write_failed(exc: BaseException, what: str, folder: Path, intact: str) -> MixreorgError:
+    """One line for a failed write of ``what`` into ``folder``: a full disk says so; ``intact`` names what
+    is still safe (e.g. 'the previous checkpoint step 4 is intact')."""
+    if _disk_full(exc):
+        return MixreorgError(f"no space left on {folder} while saving {what}; {intact}")
+    return MixreorgError(f"could not write {what} to {folder} ({type(exc).__name__}: {exc}); {intact}")

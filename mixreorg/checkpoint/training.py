@@ -16,15 +16,17 @@ checked when saving. Call these from one process only (rank 0).
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from mixreorg.checkpoint.atomic_dir import PARTIAL_SUFFIX, atomic_directory
+from mixreorg.checkpoint.atomic_dir import PARTIAL_SUFFIX, WRITE_ERRORS, atomic_directory, write_failed
 from mixreorg.checkpoint.ours import CONFIG_NAME, WEIGHTS_NAME, read_weights, write_pretrained
 from mixreorg.checkpoint.rng import capture_rng_state, restore_rng_state
 from mixreorg.checkpoint.state import load_weights, unwrap_model
@@ -112,29 +114,42 @@ def save_training_checkpoint(
     check_plain(state)
     _remove_partials(root)
     name = f"step_{int(step):09d}"
-    with atomic_directory(root / name, overwrite=True) as tmp:
-        write_pretrained(tmp, model, config)
-        torch.save(state, tmp / STATE_NAME)
-    atomic_write_text(root / LATEST, name + "\n")
+    previous = find_latest(root)
+    try:
+        with atomic_directory(root / name, overwrite=True) as tmp:
+            write_pretrained(tmp, model, config)
+            with open(tmp / STATE_NAME, "wb") as handle:  # a file object: a failed write keeps its errno
+                torch.save(state, handle)
+        atomic_write_text(root / LATEST, name + "\n")
+    except WRITE_ERRORS as exc:
+        intact = f"the previous checkpoint step {_step_of(previous)} is intact" if previous else "none was saved before"
+        raise write_failed(exc, f"step {step}", root, intact) from exc
     _prune(root, keep_last, current=root / name)
     return root / name
 
 
 def _remove_partials(root: Path) -> None:
-    # Left by a process killed mid-save; never complete, never pointed to.
+    """Remove what a process killed mid-save or mid-prune left: hidden partial and old folders, and step
+    folders that are not complete (only an interrupted delete makes those; saves appear complete or not at all)."""
     if root.is_dir():
         for path in root.iterdir():
-            if path.name.startswith(".step_") and path.name.endswith((PARTIAL_SUFFIX, ".old")):
+            hidden = path.name.startswith(".step_") and path.name.endswith((PARTIAL_SUFFIX, ".old"))
+            if hidden or (path.is_dir() and _step_of(path) is not None and not is_complete(path)):
                 shutil.rmtree(path, ignore_errors=True)
 
 
 def _prune(root: Path, keep_last: int, current: Path) -> None:
-    """Delete older step folders beyond ``keep_last`` (counting ``current``); later steps are never touched."""
+    """Delete older step folders beyond ``keep_last`` (counting ``current``); later steps are never touched.
+
+    Each folder is renamed to a hidden ``.old`` name first, so a kill during the delete leaves something the
+    next save removes, never a half-deleted folder under a checkpoint's name."""
     if keep_last <= 0:
         return
     older = [p for p in _complete_steps(root) if (_step_of(p) or 0) < (_step_of(current) or 0)]
     for path in older[: max(0, len(older) - (keep_last - 1))]:
-        shutil.rmtree(path, ignore_errors=True)
+        trash = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.old")
+        os.replace(path, trash)
+        shutil.rmtree(trash, ignore_errors=True)
 
 
 def find_latest(run_dir: str | Path) -> Path | None:

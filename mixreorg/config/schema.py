@@ -128,6 +128,9 @@ class DataConfig:
     # GroupViT's augmentation: RandomResizedCrop + flip + RandAugment + RandomErasing; "light" drops the last two.
     augmentation: str = "groupvit"
     crop_scale_min: float = 0.08
+    # Stop the run when more than this fraction of the samples read were unusable (undecodable images,
+    # samples missing from empty, short or unreadable shards); 1.0 never stops, 0.0 tolerates none.
+    max_bad_fraction: float = 1.0
 
 
 @dataclass

@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 from tqdm import tqdm
 
 from mixreorg.errors import MixreorgError
+from mixreorg.utils.progress import progress_bar
 
 CHUNK_BYTES = 1 << 20
 MIRROR_ENV = "MIXREORG_DATA_MIRROR"
@@ -140,8 +141,8 @@ def _stream(url: str, part: Path, offset: int, size: int | None, timeout: float)
 
 
 def _bytes_bar(total: int | None, initial: int, desc: str) -> tqdm:
-    return tqdm(total=total, initial=initial, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
-                leave=False, dynamic_ncols=True)
+    return progress_bar(total=total, initial=initial, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
+                        leave=False, dynamic_ncols=True)
 
 
 def extract_archive(archive: str | Path, dest: str | Path, members: str | None = None) -> Path:
@@ -184,7 +185,7 @@ def _wanted(name: str, members: str | None) -> bool:
 def _extract_zip(archive: Path, staging: Path, members: str | None) -> None:
     with zipfile.ZipFile(archive) as zf:
         infos = [info for info in zf.infolist() if _wanted(info.filename, members)]
-        for info in tqdm(infos, desc=f"extracting {archive.name}", unit="file", leave=False):
+        for info in progress_bar(infos, desc=f"extracting {archive.name}", unit="file", leave=False):
             path = _safe_name(info.filename, archive)
             if path is None:
                 continue
@@ -198,7 +199,7 @@ def _extract_zip(archive: Path, staging: Path, members: str | None) -> None:
 
 
 def _extract_tar(archive: Path, staging: Path, members: str | None) -> None:
-    with tarfile.open(archive) as tf, tqdm(desc=f"extracting {archive.name}", unit="file", leave=False) as bar:
+    with tarfile.open(archive) as tf, progress_bar(desc=f"extracting {archive.name}", unit="file", leave=False) as bar:
         for info in tf:  # streaming: a 6 GB tar is never listed in memory first
             if not _wanted(info.name, members):
                 continue

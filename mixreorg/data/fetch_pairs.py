@@ -39,6 +39,7 @@ from mixreorg.data.benchmarks.manifest import file_specs, load_manifest
 from mixreorg.data.download import download_file, mirrored_url
 from mixreorg.errors import MixreorgError
 from mixreorg.utils.io import atomic_path, atomic_write_text
+from mixreorg.utils.progress import progress_bar
 
 PAIR_DATASETS = ("cc12m", "cc3m", "urls")  # "urls": any list given with url_list
 RESIZE_MODES = ("no", "border", "keep_ratio", "keep_ratio_largest", "center_crop")
@@ -226,8 +227,8 @@ def _read_pairs(source: Path, headerless_columns: list[str] | None) -> Iterator[
         )
     compressed = source.suffix.lower() == ".gz"
     opener = gzip.open if compressed else open
-    with opener(source, "rb") as raw, tqdm(total=None if compressed else source.stat().st_size, unit="B",
-                                           desc=f"reading {source.name}", unit_scale=True, leave=False) as bar:
+    with opener(source, "rb") as raw, progress_bar(total=None if compressed else source.stat().st_size, unit="B",
+                                                   desc=f"reading {source.name}", unit_scale=True, leave=False) as bar:
         # csv: quoted fields may hold newlines; tsv: one record per "\n" (a stray "\r" stays in the caption)
         text = io.TextIOWrapper(io.BufferedReader(_Counting(raw, bar)), encoding="utf-8", errors="replace",
                                 newline="" if kind == ".csv" else "\n")

@@ -19,9 +19,7 @@ import functools
 import hashlib
 import io
 import itertools
-import logging
 import math
-import multiprocessing
 import random
 import signal
 from collections.abc import Iterable, Iterator
@@ -32,6 +30,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from mixreorg.data.nouns import make_word_prompts, word_id
+from mixreorg.data.skipped import ShardTally, SkipCounters
 from mixreorg.data.transforms import TrainAugmentation, build_train_transform, pixel_batch
 from mixreorg.data.verify import IMAGE_KEYS, TEXT_KEYS, resolve_shards
 from mixreorg.errors import MixreorgError
@@ -40,8 +39,6 @@ from mixreorg.model import tokenize
 # images [B, 3, S, S] uint8 (channels-last memory; the trainer normalises them on its device with
 # transforms.normalize_pixels), texts [B, 1 + K, L] (caption then K noun prompts), prompt word ids [B, K] (-1: padding)
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-
-log = logging.getLogger(__name__)
 
 
 def derive_seed(*parts: int | str) -> int:
@@ -70,48 +67,50 @@ class StreamSpec:
     crop_scale_min: float
     context_length: int
     multi_label: int
+    declared: tuple[int, ...] = ()  # each shard's sample count from the manifest (empty: unknown)
 
     @property
     def readers(self) -> int:
         return max(self.workers, 1)
 
 
-class _Counters:
-    """Counts shared by all workers of a loader: tar-level read errors and undecodable images."""
+@dataclasses.dataclass(frozen=True)
+class WorkerFailure:
+    """A MixreorgError met inside a worker, sent on as a value: the main process raises it as one line
+    (torch would re-raise it with the worker's traceback folded into the message)."""
 
-    def __init__(self) -> None:
-        self.read_errors = multiprocessing.Value("l", 0)
-        self.corrupt_samples = multiprocessing.Value("l", 0)
-
-    def add(self, counter, message: str) -> bool:
-        with counter.get_lock():
-            counter.value += 1
-            if counter.value <= 5 or counter.value % 1000 == 0:
-                log.warning("skipping unreadable data (%d so far): %s", counter.value, message)
-        return True  # webdataset handler protocol: True = continue with the next item
+    message: str
 
 
 class ShardBatchStream(IterableDataset):
     """One rank's batches; inside DataLoader worker ``i`` it plays logical worker ``(i + start_batch) % workers``."""
 
-    def __init__(self, spec: StreamSpec, counters: _Counters) -> None:
+    def __init__(self, spec: StreamSpec, counters: SkipCounters) -> None:
         self.spec, self.counters = spec, counters
 
-    def __iter__(self) -> Iterator[Batch]:
+    def __iter__(self) -> Iterator[Batch | WorkerFailure]:
+        try:
+            yield from self._batches()
+        except MixreorgError as exc:
+            yield WorkerFailure(str(exc))
+
+    def _batches(self) -> Iterator[Batch]:
         spec = self.spec
+        tally = ShardTally(self.counters, dict(zip(spec.urls, spec.declared, strict=True)) if spec.declared else {})
         info = get_worker_info()
         # DataLoader hands out batches round-robin from worker 0, so after skipping n batches the worker that
         # must deliver batch n is the one in position 0: rotate the roles by n.
         logical = ((info.id if info else 0) + spec.start_batch) % spec.readers
         skip = max(0, -(-(spec.start_batch - logical) // spec.readers))
-        batches = _chunks(self._raw_samples(logical), spec.batch_size)
+        batches = _chunks(self._raw_samples(logical, tally), spec.batch_size)
         for _ in range(skip):
             next(batches)
         transform = build_train_transform(spec.augmentation, spec.image_size, spec.crop_scale_min)
         for index in range(skip, spec.batches_per_worker):
-            yield self._collate(next(batches), derive_seed(spec.seed, spec.epoch, spec.rank, logical, index), transform)
+            seed = derive_seed(spec.seed, spec.epoch, spec.rank, logical, index)
+            yield self._collate(next(batches), seed, transform, tally)
 
-    def _raw_samples(self, logical: int) -> Iterator[dict]:
+    def _raw_samples(self, logical: int, tally: ShardTally) -> Iterator[dict]:
         """This reader's endless stream of undecoded samples that have an image and a caption.
 
         Epoch mode reads its shards in passes (the first pass is the epoch proper; later ones only top up
@@ -120,11 +119,10 @@ class ShardBatchStream(IterableDataset):
         """
         spec = self.spec
         produced = [0]
-        handler = lambda exn: self.counters.add(self.counters.read_errors, repr(exn))
 
         def read(urls: Iterable[str]) -> Iterator[dict]:
-            for sample in wds.tarfile_to_samples(handler=handler)({"url": url} for url in urls):
-                if any(k in sample for k in IMAGE_KEYS) and any(k in sample for k in TEXT_KEYS):
+            for url in urls:  # shard by shard, so that what is skipped is known per shard
+                for sample in _shard_samples(url, tally):
                     produced[0] += 1
                     yield sample
 
@@ -164,7 +162,7 @@ class ShardBatchStream(IterableDataset):
             if produced[0] == before:
                 raise nothing_usable()
 
-    def _decode(self, sample: dict) -> tuple[Image.Image, str] | None:
+    def _decode(self, sample: dict, tally: ShardTally) -> tuple[Image.Image, str] | None:
         data = next(sample[k] for k in IMAGE_KEYS if k in sample)
         text = next(sample[k] for k in TEXT_KEYS if k in sample)
         try:
@@ -172,14 +170,14 @@ class ShardBatchStream(IterableDataset):
                 image.load()
                 rgb = image if image.mode == "RGB" else image.convert("RGB")
         except Exception as exn:  # PIL raises OSError, SyntaxError, ValueError... for bad bytes
-            where = f"{sample.get('__key__')} in {sample.get('__url__')}"
-            self.counters.add(self.counters.corrupt_samples, f"{where}: {exn}")
+            tally.bad_sample("undecodable_images", str(sample.get("__url__")), str(sample.get("__key__")), str(exn))
             return None
         return rgb, text.decode("utf-8", errors="replace") if isinstance(text, bytes) else str(text)
 
-    def _collate(self, raw: list[dict], seed: int, transform: TrainAugmentation) -> Batch:
+    def _collate(self, raw: list[dict], seed: int, transform: TrainAugmentation, tally: ShardTally) -> Batch:
         spec = self.spec
-        decoded = [self._decode(sample) for sample in raw]
+        decoded = [self._decode(sample, tally) for sample in raw]
+        tally.batch_read(len(raw))
         good = [d for d in decoded if d is not None]
         if not good:
             raise MixreorgError(
@@ -213,6 +211,25 @@ def _prompt_tokens(prompt: str, context_length: int) -> torch.Tensor:
     return tokenize([prompt], context_length)[0]
 
 
+def _shard_samples(url: str, tally: ShardTally) -> Iterator[dict]:
+    """The samples of one shard that have an image and a caption; what the shard lacks goes to ``tally``."""
+    errors: list[BaseException] = []
+
+    def skip_rest(exn: BaseException) -> bool:
+        errors.append(exn)
+        return True  # webdataset's handler protocol: go on (past a read error the shard simply ends)
+
+    samples = present = 0
+    for sample in wds.tarfile_to_samples(handler=skip_rest)([{"url": url}]):
+        present += 1
+        if any(k in sample for k in IMAGE_KEYS) and any(k in sample for k in TEXT_KEYS):
+            samples += 1
+            yield sample
+        else:
+            tally.bad_sample("incomplete_samples", url, sample.get("__key__", "?"), "image or caption missing")
+    tally.shard_read(url, samples, present, errors[0] if errors else None)
+
+
 def _chunks(samples: Iterator[dict], size: int) -> Iterator[list[dict]]:
     while True:
         yield [next(samples) for _ in range(size)]
@@ -227,7 +244,7 @@ class TrainLoader:
 
     def __init__(self, spec: StreamSpec, num_samples: int) -> None:
         self.spec, self.num_samples = spec, num_samples
-        self.counters = _Counters()
+        self.counters = SkipCounters()
 
     @property
     def steps_per_epoch(self) -> int:
@@ -240,17 +257,12 @@ class TrainLoader:
         _check_start(start_batch, self.steps_per_epoch)
         self.spec = dataclasses.replace(self.spec, epoch=epoch, start_batch=start_batch)
 
-    @property
-    def corrupt_samples(self) -> int:
-        """Images that failed to decode so far (each replaced by another image of its batch)."""
-        return self.counters.corrupt_samples.value
+    def skipped(self) -> dict[str, int]:
+        """What the workers skipped so far, by kind (``data.skipped.COUNTS``): an undecodable image is replaced
+        by another image of its batch; the rest of an unreadable shard is skipped."""
+        return self.counters.snapshot()
 
-    @property
-    def read_errors(self) -> int:
-        """Tar-level errors so far (truncated or unreadable shards; the rest of such a shard is skipped)."""
-        return self.counters.read_errors.value
-
-    def __iter__(self) -> Iterator[Batch]:
+    def __iter__(self) -> BatchIterator:
         loader = DataLoader(
             ShardBatchStream(self.spec, self.counters),
             batch_size=None,
@@ -259,7 +271,47 @@ class TrainLoader:
             persistent_workers=False,
             worker_init_fn=_ignore_stop_signals,
         )
-        return iter(loader)
+        return BatchIterator(iter(loader))
+
+
+class BatchIterator:
+    """The batches of one epoch. Any error, and ``close()``, stops the worker processes at once.
+
+    The workers ignore SIGTERM (see ``_ignore_stop_signals``), so they must never be left to Python's exit:
+    torch skips its worker shutdown while the interpreter exits, and multiprocessing then waits forever for
+    workers that ignore the SIGTERM it sends them. So the training loop closes this iterator on every path.
+    """
+
+    def __init__(self, iterator: Iterator) -> None:
+        self._iterator = iterator
+
+    def __iter__(self) -> BatchIterator:
+        return self
+
+    def __next__(self) -> Batch:
+        try:
+            item = next(self._iterator)
+        except StopIteration:
+            raise
+        except BaseException:
+            self.close()
+            raise
+        if isinstance(item, WorkerFailure):
+            self.close()
+            raise MixreorgError(item.message)
+        return item
+
+    def close(self) -> None:
+        # torch's own shutdown: a stop message to every worker, a join with a timeout. A worker stuck
+        # past that timeout ignores the SIGTERM torch then sends, so it gets SIGKILL.
+        workers = list(getattr(self._iterator, "_workers", ()))
+        shutdown = getattr(self._iterator, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+        for worker in workers:
+            if worker.is_alive():
+                worker.kill()
+                worker.join(timeout=5)
 
 
 def _check_start(start_batch: int, steps: int) -> None:
@@ -320,7 +372,8 @@ def build_train_loader(
         )
     num_batches = math.ceil(num_samples / (batch_size * world_size))
     stream = StreamSpec(
-        urls=tuple(shards.urls), batch_size=batch_size, rank=rank, world_size=world_size, workers=workers,
+        urls=tuple(shards.urls), declared=tuple(shards.sizes or ()),
+        batch_size=batch_size, rank=rank, world_size=world_size, workers=workers,
         seed=seed, epoch=epoch, batches_per_worker=math.ceil(num_batches / readers), start_batch=start_batch,
         resampled=resampled, shuffle_buffer=shuffle_buffer, image_size=image_size, augmentation=augmentation,
         crop_scale_min=crop_scale_min, context_length=context_length, multi_label=multi_label,

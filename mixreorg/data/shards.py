@@ -18,9 +18,8 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from tqdm import tqdm
-
 from mixreorg.errors import MixreorgError
+from mixreorg.utils.progress import progress_bar
 
 IMAGE_EXTENSIONS = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".webp": "webp"}
 TABLE_SUFFIXES = (".csv", ".tsv", ".parquet")
@@ -111,7 +110,7 @@ def shard_user_data(
     if not pairs:
         reasons = ", ".join(f"{n} {why}" for why, n in skipped.items()) or "no rows"
         raise MixreorgError(f"no usable image-caption pairs in {src} ({reasons})")
-    with atomic_output_dir(out) as tmp, tqdm(total=len(pairs), desc="shard", unit="img") as progress:
+    with atomic_output_dir(out) as tmp, progress_bar(total=len(pairs), desc="shard", unit="img") as progress:
         shards = write_shards(_samples(pairs, src, progress), tmp, shard_size)
         write_manifest(tmp / "manifest.json", shards)
     return {"out": str(out), "shards": len(shards), "samples": len(pairs), "skipped": dict(skipped)}

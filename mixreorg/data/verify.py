@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
-from tqdm import tqdm
 
 from mixreorg.errors import MixreorgError
 from mixreorg.utils.io import atomic_write_text
+from mixreorg.utils.progress import progress_bar
 
 MANIFEST_FORMAT = "mixreorg-shards/1"
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
@@ -196,7 +196,7 @@ def verify_shards(spec: str, out: str | Path | None = None, workers: int = 1) ->
             raise MixreorgError("shards are not all in one local folder; pass --out to say where the manifest goes")
         out = Path(folders.pop()) / "manifest.json"
     reports = []
-    with tqdm(total=len(shard_list.urls), desc="verify", unit="shard") as progress:
+    with progress_bar(total=len(shard_list.urls), desc="verify", unit="shard") as progress:
         if workers > 1:
             import multiprocessing
 

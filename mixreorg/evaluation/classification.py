@@ -7,7 +7,6 @@ import time
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm import tqdm
 
 from mixreorg.data.templates import SUBSET_TEMPLATES
 from mixreorg.evaluation.metrics import TopKAccuracy
@@ -15,6 +14,7 @@ from mixreorg.evaluation.protocols import IMAGENET_MEAN, IMAGENET_STD
 from mixreorg.evaluation.segmentation import DatasetResult, make_loader, rank_indices
 from mixreorg.evaluation.zero_shot import embed_classes
 from mixreorg.model.mixreorg import MixReorgModel
+from mixreorg.utils.progress import progress_bar
 
 
 def classification_settings(image_size: int) -> dict:
@@ -68,8 +68,8 @@ def evaluate_classification(
     indices = rank_indices(len(benchmark), limit, rank, world_size)
     total = len(rank_indices(len(benchmark), limit, 0, 1))
     accuracy = TopKAccuracy((1, 5), device)
-    bar = tqdm(total=total, desc=f"{benchmark.name} (zero-shot)", unit="img", dynamic_ncols=True,
-               disable=not progress or rank != 0)
+    bar = progress_bar(total=total, desc=f"{benchmark.name} (zero-shot)", unit="img", dynamic_ncols=True,
+                       disable=not progress or rank != 0)
     start = time.perf_counter()
     for batch in make_loader(benchmark, indices, batch_size, workers):
         images = [torch.from_numpy(image).to(device, non_blocking=True) for image, _, _ in batch]

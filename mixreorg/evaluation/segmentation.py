@@ -8,13 +8,13 @@ from dataclasses import dataclass, field
 
 import torch
 from torch.utils.data import DataLoader, Subset
-from tqdm import tqdm
 
 from mixreorg.evaluation.metrics import ConfusionMatrix
 from mixreorg.evaluation.protocols import Protocol
 from mixreorg.evaluation.sliding import CropFn, SlideSettings, segment_images
 from mixreorg.evaluation.zero_shot import crop_scorer, embed_classes
 from mixreorg.model.mixreorg import MixReorgModel
+from mixreorg.utils.progress import progress_bar
 
 
 @dataclass
@@ -116,8 +116,8 @@ def evaluate_segmentation(
     indices = rank_indices(len(benchmark), limit, rank, world_size)
     total = len(rank_indices(len(benchmark), limit, 0, 1))
     matrix = ConfusionMatrix(len(benchmark.classes), device, benchmark.ignore_index)
-    bar = tqdm(total=total, desc=f"{benchmark.name} ({protocol.name})", unit="img", dynamic_ncols=True,
-               disable=not progress or rank != 0)
+    bar = progress_bar(total=total, desc=f"{benchmark.name} ({protocol.name})", unit="img", dynamic_ncols=True,
+                       disable=not progress or rank != 0)
     start = time.perf_counter()
     for batch in make_loader(benchmark, indices, batch_size, workers):
         # torch.tensor copies: decoded images may be read-only views of PIL buffers.

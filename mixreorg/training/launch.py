@@ -135,6 +135,7 @@ def train(
     overrides = list(overrides)
     cfg, data = resolve_run_config(config, data, overrides)
     from mixreorg.training.preflight import check_run
+    from mixreorg.training.run_folder import check_not_in_use
 
     if inside_torchrun() and options.world_size > 1:
         raise MixreorgError("this process is already one rank of a torchrun job; drop --gpus/--nnodes here")
@@ -144,6 +145,7 @@ def train(
 
         return run_training(cfg, data, out, resume).status()
     check_options(options)
+    check_not_in_use(out)  # before the other checks: "in use by PID" explains a busy folder best
     check_run(cfg, data, out, resume, world_size=options.world_size)
     from mixreorg.training.loop import run_training  # the model code loads only once the input is good
 

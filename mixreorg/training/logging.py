@@ -1,22 +1,32 @@
-"""What a run shows and leaves behind: a progress bar, metrics.jsonl, TensorBoard events, a loss-curve PNG.
+"""What a run shows and leaves behind: progress, ``train.log``, metrics.jsonl, TensorBoard events, a loss-curve PNG.
 
-Only rank 0 logs. On resume, records after the resumed step (written by the interrupted run past its
-last checkpoint) are dropped, so every file reads as one continuous run.
+Only rank 0 logs. On a terminal, progress is a tqdm bar; off it (a file, a pipe, ``srun``), a plain line every
+``train.log_every`` steps. ``train.log`` gets those lines either way, with the start-up summary, checkpoints,
+epoch summaries and the error that ended a run. On resume, records after the resumed step (written by the
+interrupted run past its last checkpoint) are dropped from metrics.jsonl, so it reads as one continuous run;
+``train.log`` keeps the whole history.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
+import sys
 import time
+import traceback
 from pathlib import Path
+from typing import IO
 
 from tqdm import tqdm
 
+from mixreorg.errors import MixreorgError
 from mixreorg.utils.io import atomic_path, atomic_write_text
+from mixreorg.utils.progress import is_terminal, timestamped
 
 METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "loss_curves.png"
 TENSORBOARD_DIR = "tensorboard"
+LOG_FILE = "train.log"
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
@@ -35,18 +45,29 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
 
 class RunLogger:
     def __init__(
-        self, run_dir: Path, *, enabled: bool, total_steps: int, start_step: int, global_batch: int, log_every: int
+        self,
+        run_dir: Path,
+        *,
+        enabled: bool,
+        total_steps: int,
+        start_step: int,
+        global_batch: int,
+        log_every: int,
+        stream: IO | None = None,
     ) -> None:
         self.run_dir, self.enabled = run_dir, enabled
-        self.global_batch, self.log_every = global_batch, max(1, log_every)
+        self.total_steps, self.global_batch, self.log_every = total_steps, global_batch, max(1, log_every)
+        self.stream = sys.stderr if stream is None else stream
         self.history: list[dict] = []
         self._window_start = time.perf_counter()
         self._window_steps = 0
         self.images_per_s = 0.0
         self.bar = None
         self.writer = None
+        self._log = None
         if not enabled:
             return
+        self._log = open(run_dir / LOG_FILE, "a", encoding="utf-8")  # noqa: SIM115 - open for the whole run
         self.history = [r for r in read_metrics(run_dir) if r.get("step", 0) <= start_step]
         atomic_write_text(run_dir / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in self.history))
         self._metrics = open(run_dir / METRICS_FILE, "a")  # noqa: SIM115 - open for the whole run
@@ -54,7 +75,9 @@ class RunLogger:
 
         # purge_step hides events an interrupted run wrote past the checkpoint we resume from.
         self.writer = SummaryWriter(str(run_dir / TENSORBOARD_DIR), purge_step=start_step + 1 if start_step else None)
-        self.bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True)
+        if is_terminal(self.stream):
+            self.bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True,
+                            file=self.stream)
 
     def log_step(self, step: int, epoch: int, record: dict) -> None:
         """``record`` holds loss, terms, lr, grad_norm, skipped...; written every ``log_every`` steps."""
@@ -62,11 +85,13 @@ class RunLogger:
         now = time.perf_counter()
         if not self.enabled:
             return
-        self.bar.update(1)
+        if self.bar is not None:
+            self.bar.update(1)
         if step % self.log_every and not record.get("skipped"):
             return
         elapsed = now - self._window_start
         self.images_per_s = self._window_steps * self.global_batch / elapsed if elapsed > 0 else 0.0
+        eta = (self.total_steps - step) * elapsed / self._window_steps if self._window_steps else 0.0
         self._window_start, self._window_steps = now, 0
         full = {"step": step, "epoch": epoch, **record, "images_per_s": round(self.images_per_s, 2)}
         full["time"] = time.time()
@@ -76,13 +101,40 @@ class RunLogger:
         for key, value in full.items():
             if key not in ("step", "epoch", "time") and isinstance(value, (int, float)):
                 self.writer.add_scalar(f"train/{key}", value, step)
-        self.bar.set_postfix(
-            loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", img_s=f"{self.images_per_s:.1f}", refresh=False
-        )
+        self._line(step_line(step, self.total_steps, epoch, record, self.images_per_s, eta), show=self.bar is None)
+        if self.bar is not None:
+            self.bar.set_postfix(
+                loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", img_s=f"{self.images_per_s:.1f}", refresh=False
+            )
 
     def message(self, text: str) -> None:
-        if self.enabled:
-            (self.bar.write if self.bar is not None else print)(text)
+        """A line for the user (above the bar on a terminal) and for train.log."""
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.write(text, file=self.stream)
+        self._line(text, show=self.bar is None)
+
+    def error(self, exc: BaseException) -> None:
+        """The error that ends the run, into train.log only: the command line prints it already.
+        A bug's traceback goes in too."""
+        if not self.enabled or self._log is None:
+            return
+        if isinstance(exc, MixreorgError):
+            self._line(f"error: {exc}", show=False)
+        elif isinstance(exc, KeyboardInterrupt):
+            self._line("interrupted", show=False)
+        else:
+            self._line("error: " + "".join(traceback.format_exception(exc)).rstrip(), show=False)
+
+    def _line(self, text: str, show: bool) -> None:
+        line = timestamped(text)
+        if self._log is not None:
+            self._log.write(line + "\n")
+            self._log.flush()
+        if show:
+            self.stream.write(line + "\n")
+            self.stream.flush()
 
     def log_scalars(self, step: int, values: dict[str, float], prefix: str) -> None:
         if self.enabled and values:
@@ -92,19 +144,45 @@ class RunLogger:
             self._metrics.write(json.dumps(record) + "\n")
             self._metrics.flush()
 
-    def checkpoint_written(self) -> None:
-        """Refresh the loss-curve PNG and flush TensorBoard, so both match the checkpoint on disk."""
+    def log_epoch_data(self, step: int, epoch: int, counts: dict[str, int], line: str) -> None:
+        """One epoch's read and skipped samples: a line, a metrics.jsonl record and TensorBoard scalars."""
         if not self.enabled:
             return
+        self.message(line)
+        for key, value in counts.items():
+            self.writer.add_scalar(f"data/{key}", value, step)
+        record = {"step": step, "epoch": epoch, **{f"data/{k}": v for k, v in counts.items()}, "time": time.time()}
+        self._metrics.write(json.dumps(record) + "\n")
+        self._metrics.flush()
+
+    def checkpoint_written(self, path: Path | None, seconds: float) -> None:
+        """Say so; refresh the loss-curve PNG and flush TensorBoard, so both match the checkpoint on disk."""
+        if not self.enabled:
+            return
+        if path is not None:
+            self.message(f"saved checkpoint {path} in {seconds:.1f}s")
         self.writer.flush()
         plot_loss_curves(self.history, self.run_dir / CURVES_FILE)
 
     def close(self) -> None:
-        if not self.enabled:
+        if not self.enabled or self._log is None:
             return
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
         self.writer.close()
         self._metrics.close()
+        self._log.close()
+        self._log = None
+
+
+def step_line(step: int, total: int, epoch: int, record: dict, images_per_s: float, eta_s: float) -> str:
+    """'step 20/60 epoch 0 | loss 3.2100 contrastive_loss 2.0100 ... | lr 2.50e-04 | 41.3 img/s | eta 0:00:58'."""
+    losses = " ".join(f"{k} {v:.4f}" for k, v in record.items() if k == "loss" or k.endswith("_loss"))
+    line = f"step {step}/{total} epoch {epoch} | {losses} | lr {record['lr']:.2e}"
+    if "grad_norm" in record:
+        line += f" grad_norm {record['grad_norm']:.3f}"
+    line += f" | {images_per_s:.1f} img/s | eta {datetime.timedelta(seconds=round(eta_s))}"
+    return line + (" | step skipped: loss or gradients not finite" if record.get("skipped") else "")
 
 
 def plot_loss_curves(records: list[dict], path: Path) -> None:

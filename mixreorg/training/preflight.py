@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -31,6 +32,7 @@ def check_config(cfg: Config) -> None:
         raise MixreorgError(
             "train.max_steps, train.warmup_epochs, train.eval_every and data.workers cannot be negative"
         )
+    _check_numbers(cfg)
     if mixing.enabled and train.batch_size % mixing.group_size:
         raise MixreorgError(
             f"train.batch_size={train.batch_size} (per rank) is not divisible by the mixing group "
@@ -47,6 +49,29 @@ def check_config(cfg: Config) -> None:
         raise MixreorgError(
             "train.eval_every is set but train.eval_dataset is empty; name a dataset or set train.eval_every=0"
         )
+
+
+def _check_numbers(cfg: Config) -> None:
+    """Learning rates, optimizer and data settings in their valid ranges (not a traceback from AdamW later)."""
+    train, data = cfg.train, cfg.data
+    rules = [
+        ("train.base_lr", train.base_lr, train.base_lr > 0, "greater than 0"),
+        ("train.warmup_lr", train.warmup_lr, train.warmup_lr >= 0, "0 or more"),
+        ("train.min_lr", train.min_lr, train.min_lr >= 0, "0 or more"),
+        ("train.weight_decay", train.weight_decay, train.weight_decay >= 0, "0 or more"),
+        ("train.eps", train.eps, train.eps > 0, "greater than 0"),
+        ("train.clip_grad", train.clip_grad, train.clip_grad >= 0, "0 (off) or more"),
+        ("train.betas", train.betas, len(train.betas) == 2 and all(0 <= b < 1 for b in train.betas),
+         "two numbers in [0, 1), e.g. [0.9, 0.999]"),
+        ("data.crop_scale_min", data.crop_scale_min, 0 < data.crop_scale_min <= 1, "in (0, 1]"),
+        ("data.max_bad_fraction", data.max_bad_fraction, 0 <= data.max_bad_fraction <= 1, "in [0, 1]"),
+        ("data.shuffle_buffer", data.shuffle_buffer, data.shuffle_buffer >= 0, "0 (off) or more"),
+        ("data.train_num_samples", data.train_num_samples, data.train_num_samples >= 0, "0 (the manifest's) or more"),
+    ]
+    for key, value, valid, expected in rules:
+        numbers = value if isinstance(value, list) else [value]
+        if not valid or not all(math.isfinite(v) for v in numbers):
+            raise MixreorgError(f"{key} must be {expected}, got {value}")
 
 
 def check_data(data: str, cfg: Config, world_size: int) -> int:

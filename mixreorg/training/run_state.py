@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ class RunPosition:
     bad_total: int = 0
     world_size: int = 1
     batch_size: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)  # data the loader skipped so far (data.skipped.COUNTS)
 
 
 def seed_everything(seed: int, rank: int) -> None:

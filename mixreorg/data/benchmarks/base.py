@@ -132,7 +132,10 @@ def _full_palette(spec: BenchmarkSpec) -> np.ndarray:
 def fetch_hint(name: str, root: Path) -> str:
     if name == "synthetic":
         return f"run `mixreorg data synth --out {root}` to write the synthetic corpus and its eval set"
-    return f"run `mixreorg data fetch {name} --root {root}` (or point --root at an existing mmsegmentation data folder)"
+    return (
+        f"run `mixreorg data fetch {name} --root {root}`, or point eval's --data-root (train.eval_data_root when "
+        "training) at an existing mmsegmentation data folder"
+    )
 
 
 def find_dataset_dir(root: Path, candidates: Sequence[str], marker: str, fetch_name: str) -> Path:

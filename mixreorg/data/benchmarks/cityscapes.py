@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from mixreorg.data.benchmarks.base import Sample, SegmentationBenchmark, checked_samples, find_dataset_dir, require
 from mixreorg.data.benchmarks.manifest import benchmark_spec
 from mixreorg.utils.io import atomic_path
+from mixreorg.utils.progress import progress_bar
 
 DATASET = "cityscapes"
 BENCHMARKS = ("cityscapes",)
@@ -45,7 +45,7 @@ def prepare(root: Path, manifest: dict, files: dict[str, Path]) -> None:
     for label_id, train_id in manifest["label_id_to_train_id"].items():
         table[int(label_id)] = train_id
     sources = [p for split in PREPARED_SPLITS for p in sorted((folder / "gtFine" / split).glob("*/*_labelIds.png"))]
-    for path in tqdm(sources, desc="cityscapes labels", unit="img"):
+    for path in progress_bar(sources, desc="cityscapes labels", unit="img"):
         with Image.open(path) as img:
             ids = np.array(img, dtype=np.uint8)
         with atomic_path(path.with_name(path.name.replace("_labelIds.png", "_labelTrainIds.png"))) as tmp:

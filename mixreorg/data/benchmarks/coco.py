@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from mixreorg.data.benchmarks.base import Sample, SegmentationBenchmark, checked_samples, find_dataset_dir, require
 from mixreorg.data.benchmarks.manifest import benchmark_spec
 from mixreorg.utils.io import atomic_path
+from mixreorg.utils.progress import progress_bar
 
 DATASET = "coco"
 BENCHMARKS = ("coco-object", "coco-stuff")
@@ -53,7 +53,7 @@ def prepare(root: Path, manifest: dict, files: dict[str, Path]) -> None:
     maps = sorted(p for p in require(folder / "annotations" / split, DATASET, root).glob("*.png")
                   if not p.stem.endswith("TrainIds"))
     stuff, objects = label_tables(manifest)
-    for raw_path in tqdm(maps, desc="coco labels", unit="img"):
+    for raw_path in progress_bar(maps, desc="coco labels", unit="img"):
         with Image.open(raw_path) as img:
             raw = np.array(img, dtype=np.uint8)
         for table, suffix in ((stuff, SUFFIXES["coco-stuff"]), (objects, SUFFIXES["coco-object"])):

@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
-from tqdm import tqdm
 
 from mixreorg.data.benchmarks.base import (
     Sample,
@@ -31,6 +30,7 @@ from mixreorg.data.benchmarks.base import (
 from mixreorg.data.benchmarks.manifest import benchmark_spec
 from mixreorg.errors import MixreorgError
 from mixreorg.utils.io import atomic_path, atomic_write_text
+from mixreorg.utils.progress import progress_bar
 
 DATASET = "context"
 BENCHMARKS = ("context", "context59")
@@ -77,7 +77,7 @@ def write_context_labels(json_path: Path, folder: Path, raw_id_mapping: list[int
     splits: dict[str, list[str]] = defaultdict(list)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "__array__ implementation", DeprecationWarning)  # pycocotools vs numpy 2
-        for image in tqdm(images, desc="context labels", unit="img"):
+        for image in progress_bar(images, desc="context labels", unit="img"):
             height, width = int(image["height"]), int(image["width"])
             raw = np.zeros((height, width), dtype=np.int32)
             for annotation in by_image.get(image["image_id"], ()):

@@ -14,12 +14,11 @@ import shutil
 import tarfile
 from pathlib import Path
 
-from tqdm import tqdm
-
 from mixreorg.data.benchmarks.base import ClassificationBenchmark, fetch_hint
 from mixreorg.data.benchmarks.manifest import load_manifest
 from mixreorg.data.download import extract_archive
 from mixreorg.errors import MixreorgError
+from mixreorg.utils.progress import progress_bar
 
 DATASET = "imagenet"
 BENCHMARKS = ("imagenet",)
@@ -70,7 +69,7 @@ def prepare(root: Path, manifest: dict, files: dict[str, Path]) -> None:
     sorting = Path(root) / "imagenet" / ".val-sorting"
     shutil.rmtree(sorting, ignore_errors=True)
     extract_archive(files[VAL_TAR], flat)
-    for path in tqdm(sorted(flat.iterdir()), desc="sorting imagenet val", unit="img"):
+    for path in progress_bar(sorted(flat.iterdir()), desc="sorting imagenet val", unit="img"):
         number = int(path.stem.rsplit("_", 1)[-1])  # ILSVRC2012_val_00000001.JPEG -> 1
         if not 1 <= number <= len(wnid_of_image):
             raise MixreorgError(f"{path.name} has no entry in the devkit's ground truth; is this the 2012 val tar?")

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from mixreorg.data.shards import atomic_output_dir, write_shards
 from mixreorg.data.synthetic import appearance, shapes
 from mixreorg.data.verify import write_manifest
 from mixreorg.errors import MixreorgError
+from mixreorg.utils.progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,10 @@ def generate_corpus(
     if image_size < 32:
         raise MixreorgError(f"--image-size {image_size} is too small to draw recognisable objects; use 32 or more")
     start = time.perf_counter()
-    with atomic_output_dir(out) as tmp, tqdm(total=train_size + eval_size, desc="synth", unit="img") as progress:
+    with (
+        atomic_output_dir(out) as tmp,
+        progress_bar(total=train_size + eval_size, desc="synth", unit="img") as progress,
+    ):
         samples = _train_samples(world, train_size, image_size, seed, workers, progress)
         shards = write_shards(samples, tmp / "train", shard_size)
         write_manifest(tmp / "train" / "manifest.json", shards)
