@@ -35,6 +35,7 @@ class EvalRequest:
     batch_size: int = 8
     gpus: int = 1
     device: str = "auto"
+    precision: str = "fp32"
     workers: int = 4
     limit: int | None = None
     cache_dir: str | None = None
@@ -129,7 +130,7 @@ def evaluate_here(request: EvalRequest, rank: int = 0, world_size: int = 1, loca
                 flip=request.flip,
                 published_threshold=benchmark.protocol.get("bg_thresh"),
             )
-            result = evaluate_segmentation(model, benchmark, protocol, **common)
+            result = evaluate_segmentation(model, benchmark, protocol, precision=request.precision, **common)
         results.append(result.as_dict())
     from mixreorg import __version__
 
@@ -145,7 +146,7 @@ def evaluate_here(request: EvalRequest, rank: int = 0, world_size: int = 1, loca
         "batch_size": request.batch_size,
         "device": device_name() if device.type == "cuda" else "cpu",
         "world_size": world_size,
-        "precision": "fp32 (TF32 matmuls on CUDA)" if device.type == "cuda" else "fp32",
+        "precision": request.precision + (" (TF32 matmuls on CUDA)" if device.type == "cuda" else ""),
         "data_root": str(request.data_root),
         "limit": request.limit,
         "skipped": skipped,
@@ -190,9 +191,11 @@ def run_evaluation(request: EvalRequest) -> dict:
         raise MixreorgError("--gpus must be at least 1")
     if request.batch_size < 1:
         raise MixreorgError("--batch-size must be at least 1")
-    if request.gpus > 1:
-        from mixreorg.inference.predictor import resolve_device
+    from mixreorg.inference.backend import check_precision
+    from mixreorg.inference.predictor import resolve_device
 
+    check_precision(request.precision, resolve_device(request.device))
+    if request.gpus > 1:
         if resolve_device(request.device).type == "cuda" and request.gpus > torch.cuda.device_count():
             raise MixreorgError(
                 f"--gpus {request.gpus} asks for more GPUs than the {torch.cuda.device_count()} visible; "
