@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from local_http import loopback
 
 
 class LocalHub:
@@ -90,16 +90,7 @@ def _handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
 @contextlib.contextmanager
 def serve_hub(root: str | Path) -> Iterator[LocalHub]:
     """Serve the repositories under ``root`` (``root/owner/name/...``) on a free port of 127.0.0.1."""
-    for key in ("no_proxy", "NO_PROXY"):
-        os.environ[key] = ",".join(filter(None, [os.environ.get(key), "127.0.0.1", "localhost"]))
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
-    hub = LocalHub(httpd, Path(root))
-    httpd.RequestHandlerClass = _handler(hub)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with loopback() as httpd:
+        hub = LocalHub(httpd, Path(root))
+        httpd.RequestHandlerClass = _handler(hub)
         yield hub
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
