@@ -171,9 +171,10 @@ def test_cli_format_choice_and_duplicate_stems(tmp_path, checkpoint, monkeypatch
     labels_file.write_text("# my labels\ncat\ndog, sky\n\n")
     code, stdout, _ = run_cli(
         ["segment", str(tmp_path / "*" / "same.png"), "--labels-file", str(labels_file), "-c", str(checkpoint),
-         "--out", str(out), "--size", "64", "--format", "json"], monkeypatch, capsys)
+         "--out", str(out), "--size", "64", "--format", "json,png"], monkeypatch, capsys)
     assert code == 0
-    assert sorted(p.name for p in out.iterdir()) == ["same-2.json", "same.json"]
+    # png is the old name of mask
+    assert sorted(p.name for p in out.iterdir()) == ["same-2.json", "same-2_mask.png", "same.json", "same_mask.png"]
     assert json.loads((out / "same.json").read_text())["labels"] == ["cat", "dog", "sky"]
 
 
