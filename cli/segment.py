@@ -10,7 +10,9 @@ import typer
 def segment(
     inputs: list[str] = typer.Argument(..., help="Images, folders (their image files) or glob patterns."),
     labels: str = typer.Option("", "--labels", "-l", help="Comma-separated labels, e.g. 'cat,dog,sky'."),
-    labels_file: Path | None = typer.Option(None, "--labels-file", help="Text file with one label per line."),
+    labels_file: Path | None = typer.Option(
+        None, "--labels-file", help="Text file with one label per line; synonyms after commas on its line "
+        "('person, person in shirt') are averaged into it."),
     checkpoint: str = typer.Option(
         ..., "--checkpoint", "-c",
         help="Checkpoint folder or file (ours, official GroupViT .pth, transformers folder), a released name such "
@@ -51,19 +53,19 @@ def segment(
     from mixreorg.inference.inputs import (
         check_background_threshold,
         expand_inputs,
-        parse_labels,
+        label_groups,
         read_labels_file,
         read_templates_file,
     )
     from mixreorg.inference.outputs import check_output_dir, parse_formats, segment_files
     from mixreorg.inference.predictor import Predictor
 
-    given = labels.split(",") if labels.strip() else []
+    given: list = labels.split(",") if labels.strip() else []
     if labels_file is not None:
         given += read_labels_file(labels_file)
     if not given:
         raise MixreorgError("no labels given; pass --labels 'cat,dog,sky' or --labels-file FILE")
-    names = parse_labels(given, reserve_background=background_threshold is not None)
+    groups = label_groups(given, reserve_background=background_threshold is not None)
     check_background_threshold(background_threshold)
     templates = read_templates_file(templates_file) if templates_file is not None else None
     chosen = parse_formats(formats)
@@ -75,7 +77,7 @@ def segment(
         checkpoint, device=device, cache_dir=cache_dir, protocol=protocol, size=size, crop=crop, stride=stride,
         templates=templates, precision=precision, batch_size=batch_size,
     )
-    predictor.set_labels(names)
+    predictor.set_labels(groups)
     settings = predictor.protocol(background_threshold)
     typer.echo(f"settings: protocol {settings.name}, short side {settings.short_side}, window {settings.crop}, "
                f"stride {settings.stride}, {precision}, {len(settings.templates)} template(s)", err=True)

@@ -180,3 +180,23 @@ def test_cli_records_overrides_and_refuses_bad_ones(checkpoint, tmp_path, monkey
         code, _, stderr = run_cli(args + extra, monkeypatch, capsys)
         assert code == 2 and message in stderr and stderr.startswith("error: "), (extra, stderr)
         assert stderr.count("\n") == 1 and "Traceback" not in stderr
+
+
+def test_synonyms_are_averaged_into_one_label(model):
+    from mixreorg import Predictor
+    from mixreorg.evaluation.zero_shot import embed_classes
+    from mixreorg.inference.inputs import label_groups
+
+    predictor = Predictor(model, device="cpu")
+    predictor.set_labels(["sky", ("person", "person in shirt", "man")])
+    assert predictor.labels == ["sky", "person"]
+    names = embed_classes(model, ["person", "person in shirt", "man"], predictor.templates)
+    expected = torch.nn.functional.normalize(names.mean(dim=0), dim=0)
+    torch.testing.assert_close(predictor._embeddings[1], expected)
+    torch.testing.assert_close(predictor._embeddings[0], embed_classes(model, ["sky"], predictor.templates)[0])
+    result = predictor.predict(np.zeros((32, 32, 3), dtype=np.uint8))
+    assert result.labels == ["sky", "person"] and result.settings["synonyms"] == {"person": ["person in shirt", "man"]}
+    with pytest.raises(MixreorgError, match="given twice"):
+        label_groups(["man", ("person", "Man")])
+    with pytest.raises(MixreorgError, match="'background' is added"):
+        label_groups([("sky", "background")], reserve_background=True)

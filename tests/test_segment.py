@@ -168,14 +168,15 @@ def test_cli_format_choice_and_duplicate_stems(tmp_path, checkpoint, monkeypatch
         Image.fromarray(np.full((20, 30, 3), 90, dtype=np.uint8)).save(tmp_path / sub / "same.png")
     out = tmp_path / "out"
     labels_file = tmp_path / "labels.txt"
-    labels_file.write_text("# my labels\ncat\ndog, sky\n\n")
+    labels_file.write_text("# my labels\ncat\ndog, puppy\n\n")  # puppy: a synonym of dog
     code, stdout, _ = run_cli(
         ["segment", str(tmp_path / "*" / "same.png"), "--labels-file", str(labels_file), "-c", str(checkpoint),
          "--out", str(out), "--size", "64", "--format", "json,png"], monkeypatch, capsys)
     assert code == 0
     # png is the old name of mask
     assert sorted(p.name for p in out.iterdir()) == ["same-2.json", "same-2_mask.png", "same.json", "same_mask.png"]
-    assert json.loads((out / "same.json").read_text())["labels"] == ["cat", "dog", "sky"]
+    record = json.loads((out / "same.json").read_text())
+    assert record["labels"] == ["cat", "dog"] and record["synonyms"] == {"dog": ["puppy"]}
 
 
 @pytest.mark.parametrize(

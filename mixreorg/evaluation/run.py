@@ -36,13 +36,18 @@ class EvalRequest:
     gpus: int = 1
     device: str = "auto"
     precision: str = "fp32"
-    workers: int = 4
+    workers: int | None = None  # decoding processes per evaluating process; None: default_workers
     limit: int | None = None
     cache_dir: str | None = None
     progress: bool = True
     # Filled in by the launcher for its workers: the resolved checkpoint path and the chosen sets.
     checkpoint_path: str | None = None
     datasets: list[str] | None = None
+
+
+def default_workers(processes: int = 1) -> int:
+    """Decoding processes per evaluating process: this machine's cores, shared among the processes."""
+    return max(1, (os.cpu_count() or 1) // max(1, processes))
 
 
 def _open(name: str, root: str):
@@ -114,7 +119,8 @@ def evaluate_here(request: EvalRequest, rank: int = 0, world_size: int = 1, loca
     model, config = load_for_inference(path)
     model = model.to(device)
     results = []
-    common = dict(device=device, batch_size=request.batch_size, workers=request.workers, limit=request.limit,
+    workers = default_workers(world_size) if request.workers is None else request.workers
+    common = dict(device=device, batch_size=request.batch_size, workers=workers, limit=request.limit,
                   rank=rank, world_size=world_size, progress=request.progress)
     for name in datasets:
         benchmark = _open(name, request.data_root)
@@ -191,6 +197,8 @@ def run_evaluation(request: EvalRequest) -> dict:
         raise MixreorgError("--gpus must be at least 1")
     if request.batch_size < 1:
         raise MixreorgError("--batch-size must be at least 1")
+    if request.workers is not None and request.workers < 0:
+        raise MixreorgError("--workers must be 0 (decode in the evaluating process) or more")
     from mixreorg.inference.backend import check_precision
     from mixreorg.inference.predictor import resolve_device
 

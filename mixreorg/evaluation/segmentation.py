@@ -87,7 +87,8 @@ def protocol_scorer(model: MixReorgModel, class_names: list[str], protocol: Prot
     the one ``Predictor`` uses (``GroupingBackend``)."""
     backend = GroupingBackend(model)
     names = class_names[1:] if has_background else class_names
-    return backend.crop_scorer(backend.encode_labels(names, protocol.templates), protocol, precision)
+    return backend.crop_scorer(backend.encode_labels([(name,) for name in names], protocol.templates), protocol,
+                               precision)
 
 
 @torch.no_grad()

@@ -24,8 +24,8 @@ PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float
 class DenseBackend(Interface):
     image_size: int  # the resolution the model was trained at: the protocol's geometry follows it
 
-    def encode_labels(self, names: Sequence[str], templates: Sequence[str]) -> Tensor:
-        """[C, D] label embeddings (one row per name, averaged over the templates)."""
+    def encode_labels(self, labels: Sequence[Sequence[str]], templates: Sequence[str]) -> Tensor:
+        """[C, D] label embeddings: one row per label, from its names (synonyms) and the templates."""
 
     def crop_scorer(self, embeddings: Tensor, protocol: Protocol, precision: str = "fp32") -> CropFn:
         """[N, 3, h, w] normalised windows -> [N, C (+1 background first), h, w] scores in 0-1."""
@@ -63,10 +63,17 @@ class GroupingBackend:
         self.model.to(device)
         return self
 
-    def encode_labels(self, names: Sequence[str], templates: Sequence[str]) -> Tensor:
+    def encode_labels(self, labels: Sequence[Sequence[str]], templates: Sequence[str]) -> Tensor:
+        """Each name's template-averaged embedding; a label with synonyms takes the normalised mean of its names'."""
         from mixreorg.evaluation.zero_shot import embed_classes
 
-        return embed_classes(self.model, list(names), tuple(templates))
+        names = [name for group in labels for name in group]
+        embeddings = embed_classes(self.model, names, tuple(templates))
+        if len(names) == len(labels):
+            return embeddings
+        owner = torch.tensor([index for index, group in enumerate(labels) for _ in group], device=embeddings.device)
+        summed = embeddings.new_zeros(len(labels), embeddings.shape[1]).index_add_(0, owner, embeddings)
+        return torch.nn.functional.normalize(summed, dim=-1)
 
     def crop_scorer(self, embeddings: Tensor, protocol: Protocol, precision: str = "fp32") -> CropFn:
         from mixreorg.evaluation.zero_shot import crop_scorer

@@ -15,22 +15,31 @@ BACKGROUND = "background"
 ImageLike = str | Path | Image.Image | np.ndarray | torch.Tensor
 
 
-def parse_labels(labels: Sequence[str] | str, reserve_background: bool = False) -> list[str]:
-    """Clean a label list ('cat, dog' or ['cat', 'dog']); empty or repeated labels are refused, and so is
-    'background' when ``reserve_background`` (a background threshold adds that label itself)."""
+LabelsLike = str | Sequence[str | Sequence[str]]
+
+
+def label_groups(labels: LabelsLike, reserve_background: bool = False) -> list[tuple[str, ...]]:
+    """Labels as (name, synonym, ...) groups, from 'cat, dog' or ['cat', ('person', 'person in shirt')]: one group
+    per label, shown under its first name. Empty or repeated labels are refused, and so is 'background' when
+    ``reserve_background`` (a background threshold adds that label itself)."""
     items = labels.split(",") if isinstance(labels, str) else list(labels)
-    names = [item.strip() for item in items]
-    if not names or any(not name for name in names):
+    groups = [tuple(name.strip() for name in ([item] if isinstance(item, str) else item)) for item in items]
+    if not groups or any(not group or not all(group) for group in groups):
         raise MixreorgError("labels must be a comma-separated list without empty entries, e.g. 'cat,dog,sky'")
     seen: dict[str, str] = {}
-    for name in names:
+    for name in (name for group in groups for name in group):
         key = name.casefold()
         if key in seen:
             raise MixreorgError(f"label '{name}' is given twice; list every label once")
         seen[key] = name
     if reserve_background and BACKGROUND in seen:
         raise MixreorgError("'background' is added by the background threshold; drop it from the labels")
-    return names
+    return groups
+
+
+def parse_labels(labels: LabelsLike, reserve_background: bool = False) -> list[str]:
+    """The labels' names (each group's first), validated as ``label_groups`` does."""
+    return [group[0] for group in label_groups(labels, reserve_background)]
 
 
 def check_background_threshold(threshold: float | None) -> None:
@@ -49,13 +58,15 @@ def _read_text(path: str | Path, what: str) -> str:
         raise MixreorgError(f"cannot read the {what} file {path} ({exc.strerror or exc})") from exc
 
 
-def read_labels_file(path: str | Path) -> list[str]:
-    """Labels from a text file: one per line (or comma-separated), blank lines and '#' comments skipped."""
-    lines = [line.split("#", 1)[0] for line in _read_text(path, "labels").splitlines()]
-    labels = [item.strip() for line in lines if line.strip() for item in line.split(",")]
-    if not labels:
+def read_labels_file(path: str | Path) -> list[tuple[str, ...]]:
+    """Labels from a text file, one per line; a line may add synonyms after commas ('person, person in shirt'),
+    whose embeddings are averaged into the first name's (the class files of training-free methods look so).
+    Blank lines and '#' comments are skipped."""
+    lines = [line.split("#", 1)[0].strip() for line in _read_text(path, "labels").splitlines()]
+    groups = [tuple(name.strip() for name in line.split(",")) for line in lines if line]
+    if not groups:
         raise MixreorgError(f"the labels file {path} holds no labels; write one label per line")
-    return labels
+    return groups
 
 
 def read_templates_file(path: str | Path) -> tuple[str, ...]:

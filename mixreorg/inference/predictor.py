@@ -32,10 +32,11 @@ from mixreorg.inference.backend import DenseBackend, GroupingBackend, check_prec
 from mixreorg.inference.inputs import (
     BACKGROUND,
     ImageLike,
+    LabelsLike,
     check_background_threshold,
     is_batch,
+    label_groups,
     load_image,
-    parse_labels,
 )
 from mixreorg.inference.result import Segmentation
 
@@ -90,7 +91,7 @@ class Predictor:
         self._overrides = dict(short_side=size, crop=crop, stride=stride, templates=templates)
         self.protocol_name = protocol
         self.templates = self.protocol().templates  # validates the protocol and every override now
-        self._labels: list[str] = []
+        self._groups: list[tuple[str, ...]] = []
         self._embeddings: torch.Tensor | None = None
 
     @classmethod
@@ -115,22 +116,29 @@ class Predictor:
         return resolve_protocol(self.protocol_name, IMAGES, background_threshold is not None, self.backend.image_size,
                                 background_score=background_threshold, **self._overrides)
 
-    def set_labels(self, labels: Sequence[str] | str) -> None:
-        """Embed the labels once; later ``predict`` calls with the same labels reuse the embeddings."""
-        names = parse_labels(labels)
-        if names != self._labels or self._embeddings is None:
-            self._embeddings = self.backend.encode_labels(names, self.templates)
-            self._labels = names
+    def set_labels(self, labels: LabelsLike) -> None:
+        """Embed the labels once; later ``predict`` calls with the same labels reuse the embeddings. A label may be
+        a tuple of synonyms, ('person', 'person in shirt'): their embeddings are averaged, the first names it."""
+        groups = label_groups(labels)
+        if groups != self._groups or self._embeddings is None:
+            self._embeddings = self.backend.encode_labels(groups, self.templates)
+            self._groups = groups
+
+    @property
+    def _labels(self) -> list[str]:
+        return [group[0] for group in self._groups]
 
     def settings(self, protocol: Protocol) -> dict:
         """What a result records about how it was made."""
-        return {"checkpoint": self.checkpoint, "precision": self.precision, "protocol": protocol.as_dict()}
+        synonyms = {group[0]: list(group[1:]) for group in self._groups if len(group) > 1}
+        return {"checkpoint": self.checkpoint, "precision": self.precision, "protocol": protocol.as_dict(),
+                **({"synonyms": synonyms} if synonyms else {})}
 
     @torch.no_grad()
     def predict(
         self,
         images: ImageLike | Sequence[ImageLike],
-        labels: Sequence[str] | str | None = None,
+        labels: LabelsLike | None = None,
         background_threshold: float | None = None,
         return_probs: bool = False,
     ) -> Segmentation | list[Segmentation]:
@@ -142,7 +150,7 @@ class Predictor:
         if self._embeddings is None:
             raise MixreorgError("no labels given; pass labels=['cat', 'dog'] or call set_labels first")
         if background_threshold is not None:
-            parse_labels(self._labels, reserve_background=True)
+            label_groups(self._groups, reserve_background=True)
             check_background_threshold(background_threshold)
         batch = is_batch(images)
         inputs = list(images) if batch else [images]
