@@ -23,6 +23,10 @@ PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float
 
 class DenseBackend(Interface):
     image_size: int  # the resolution the model was trained at: the protocol's geometry follows it
+    model: torch.nn.Module
+
+    def to(self, device: torch.device) -> DenseBackend:
+        """Move the model to ``device``; returns the backend."""
 
     def encode_labels(self, labels: Sequence[Sequence[str]], templates: Sequence[str]) -> Tensor:
         """[C, D] label embeddings: one row per label, from its names (synonyms) and the templates."""
