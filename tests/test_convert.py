@@ -228,7 +228,7 @@ def test_bad_input_gives_one_clear_line(tmp_path, groupvit, monkeypatch):
     garbage = tmp_path / "random.pth"
     garbage.write_bytes(os.urandom(4096))
     assert "expected a torch checkpoint" in _error([str(garbage), "--out", str(tmp_path / "a")])
-    assert "does not exist" in _error([str(tmp_path / "missing.pth"), "--out", str(tmp_path / "a")])
+    assert "neither an existing file or folder" in _error([str(tmp_path / "missing.pth"), "--out", str(tmp_path / "a")])
     assert "unknown preset 'nope'" in _error([str(write_release(tmp_path / "r.pth", groupvit, monkeypatch)), "--out",
                                               str(tmp_path / "a"), "--preset", "nope"])  # fmt: skip
     assert "unknown checkpoint format 'caffe'" in _error([str(ours), "--from", "caffe", "--out", str(tmp_path / "a")])

@@ -113,6 +113,10 @@ def test_segment_takes_a_hub_model_and_reports_hub_errors_in_one_line(hub_root, 
         code, stdout, stderr = run_cli(args + ["hf-hub:lab/tiny-hf"], monkeypatch, capsys)
         assert code == 0, stderr
         assert json.loads((tmp_path / "out" / "x.json").read_text())["checkpoint"] == "hf-hub:lab/tiny-hf"
+        code, stdout, stderr = run_cli(["convert", "lab/tiny-ours", "--to", "hf", "--out", str(tmp_path / "hf")],
+                                       monkeypatch, capsys)
+        assert code == 0 and "converted ours -> hf" in stdout, stderr
+        assert (tmp_path / "hf" / "vocab.json").is_file()  # a Hub model, converted for transformers
         code, _, stderr = run_cli(args + ["lab/typo"], monkeypatch, capsys)
         assert code == 2 and stderr.count("\n") == 1
         assert "'lab/typo' is not an existing file or folder; as a Hub model: no model repository" in stderr
