@@ -31,7 +31,7 @@ demo: install
 	$(BIN)/mixreorg eval --dataset synthetic --data-root $(DEMO)/data --checkpoint $(DEMO)/run/model \
 		--out $(DEMO)/eval.json
 	$(BIN)/mixreorg segment $(DEMO)/data/eval/images/000000.png $(DEMO)/data/eval/images/000001.png \
-		--labels-file $(DEMO)/data/eval/classes.txt --checkpoint $(DEMO)/run/model --out $(DEMO)/segment --size 192
+		--labels-file $(DEMO)/data/eval/classes.txt --checkpoint $(DEMO)/run/model --out $(DEMO)/segment
 	@echo "demo done: mIoU table in $(DEMO)/eval.md, overlays in $(DEMO)/segment/, loss curves in $(DEMO)/run/loss_curves.png"
 
 bench: install

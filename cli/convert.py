@@ -8,8 +8,9 @@ import typer
 
 
 def convert(
-    src: Path = typer.Argument(
-        ..., help="Checkpoint to read: our folder, a run folder, an official GroupViT .pth, or a transformers folder."
+    src: str = typer.Argument(
+        ..., help="Checkpoint to read: our folder, a run folder, an official GroupViT .pth, a transformers folder, a "
+        "released name (group_vit_gcc_yfcc_30e) or a Hugging Face Hub model (nvidia/groupvit-gcc-yfcc)."
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write (created atomically)."),
     source_format: str = typer.Option(
@@ -26,8 +27,10 @@ def convert(
 ) -> None:
     """Convert a checkpoint into our format (safetensors + config.yaml) or export it for transformers."""
     from mixreorg.checkpoint import convert_checkpoint
+    from mixreorg.inference.checkpoints import resolve_checkpoint
 
-    report = convert_checkpoint(src, out, source_format, target_format, preset or None, overwrite=force)
+    path = resolve_checkpoint(src)  # a name or Hub id: downloaded once into its cache
+    report = convert_checkpoint(path, out, source_format, target_format, preset or None, overwrite=force)
     for note in report.notes:
         typer.echo(f"note: {note}")
     vision = report.config.model.vision

@@ -30,12 +30,18 @@ def fetch(
     root: Path = typer.Option(None, "--root", help="Data root for benchmarks (mmsegmentation layout, e.g. data/)."),
     url_list: Path = typer.Option(
         None, "--url-list", help="Your own tsv/csv/parquet of url + caption; skips downloading the list."),
-    image_size: int = typer.Option(512, "--image-size", help="Images are resized to this size (pixels)."),
+    image_size: int = typer.Option(
+        512, "--image-size", help="Images are resized to this size (pixels; img2dataset's own default is 256), "
+        "only when they are larger (img2dataset enlarges small ones by default)."),
     resize_mode: str = typer.Option(
         "keep_ratio", "--resize-mode", help="img2dataset resize mode: no, border, keep_ratio, keep_ratio_largest, "
-        "center_crop."),
-    processes: int = typer.Option(None, "--processes", help="Download processes. \\[default: all CPU cores]"),
-    threads: int = typer.Option(64, "--threads", help="Download threads per process."),
+        "center_crop (img2dataset's own default is border, which pads to a square; keep_ratio keeps every pixel "
+        "for the training crops)."),
+    processes: int = typer.Option(
+        None, "--processes", help="Download processes (img2dataset's own default is 1). \\[default: all CPU cores]"),
+    threads: int = typer.Option(
+        64, "--threads", help="Download threads per process (img2dataset's own default is 256, which overloads "
+        "small machines' DNS)."),
     distributor: str = typer.Option(
         "multiprocessing", "--distributor",
         help="multiprocessing (this machine) or pyspark (pip install 'mixreorg\\[spark]')."),

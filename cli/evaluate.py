@@ -31,8 +31,13 @@ def evaluate(
         1, "--gpus", help="Processes via torchrun: one per GPU (CPU processes with --device cpu)."
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    precision: str = typer.Option(
+        "fp32", "--precision", help="fp32, bf16 (CPU or GPU) or fp16 (GPU): the image encoder's autocast dtype."
+    ),
     out: Path = typer.Option(Path("results.json"), "--out", "-o", help="Results JSON (a markdown twin beside it)."),
-    workers: int = typer.Option(4, "--workers", help="Data-loading processes per evaluating process."),
+    workers: int | None = typer.Option(
+        None, "--workers", help="Data-loading processes per evaluating process. \\[default: the CPU cores, shared "
+        "among the --gpus processes]"),
     limit: int | None = typer.Option(None, "--limit", help="Only the first N images of each set (quick checks)."),
     cache_dir: Path | None = typer.Option(
         None, "--cache-dir", help="Named checkpoints' download folder (default $MIXREORG_CACHE or ~/.cache/mixreorg)."
@@ -42,13 +47,14 @@ def evaluate(
     from mixreorg.errors import MixreorgError
     from mixreorg.evaluation.report import console_table, write_report
     from mixreorg.evaluation.run import EvalRequest, run_evaluation
-    from mixreorg.inference.visualize import check_output_dir
+    from mixreorg.inference.outputs import check_output_dir
 
     if ctx.args:
         raise MixreorgError(f"unexpected arguments: {' '.join(ctx.args)}; see `mixreorg eval --help`")
     request = EvalRequest(
         dataset=dataset, checkpoint=checkpoint, data_root=str(data_root), protocol=protocol, multi_scale=multi_scale,
-        flip=flip, batch_size=batch_size, gpus=gpus, device=device, workers=workers, limit=limit,
+        flip=flip, batch_size=batch_size, gpus=gpus, device=device, precision=precision,
+        workers=workers, limit=limit,
         cache_dir=str(cache_dir) if cache_dir else None,
     )
     check_output_dir(out.parent)  # fail now, not after the evaluation

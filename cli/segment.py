@@ -1,4 +1,4 @@
-"""`mixreorg segment`: open-vocabulary segmentation of your own images (masks, overlays, JSON)."""
+"""`mixreorg segment`: open-vocabulary segmentation of your own images (masks, pictures, JSON)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,14 @@ import typer
 def segment(
     inputs: list[str] = typer.Argument(..., help="Images, folders (their image files) or glob patterns."),
     labels: str = typer.Option("", "--labels", "-l", help="Comma-separated labels, e.g. 'cat,dog,sky'."),
-    labels_file: Path | None = typer.Option(None, "--labels-file", help="Text file with one label per line."),
+    labels_file: Path | None = typer.Option(
+        None, "--labels-file", help="Text file with one label per line; synonyms after commas on its line "
+        "('person, person in shirt') are averaged into it."),
     checkpoint: str = typer.Option(
         ..., "--checkpoint", "-c",
-        help="Checkpoint folder or file (ours, official GroupViT .pth, transformers folder) or a released name "
-        "such as group_vit_gcc_yfcc_30e (downloaded once into the cache).",
+        help="Checkpoint folder or file (ours, official GroupViT .pth, transformers folder), a released name such "
+        "as group_vit_gcc_yfcc_30e, or a Hugging Face Hub model such as nvidia/groupvit-gcc-yfcc (both downloaded "
+        "once and cached).",
     ),
     out: Path = typer.Option(Path("segments"), "--out", "-o", help="Output folder."),
     background_threshold: float | None = typer.Option(
@@ -22,43 +25,67 @@ def segment(
         help="Label pixels 'background' where no label scores at least this (0-1; GroupViT uses 0.95 on VOC). "
         "Off by default: every pixel gets one of your labels.",
     ),
-    size: int = typer.Option(448, "--size", help="Short side the image is resized to (long side at most 2048)."),
+    protocol: str = typer.Option(
+        "groupvit", "--protocol",
+        help="Evaluation protocol whose settings are used, as `mixreorg eval` applies them to this model: groupvit "
+        "(short side 448, window 448, stride 224 for models trained at 224 px; 2x/1x/0.5x the training size for "
+        "the small presets) or unified.",
+    ),
+    size: int | None = typer.Option(None, "--size", help="Short side images are resized to (default: the protocol's)."),
+    crop: int | None = typer.Option(None, "--crop", help="Sliding-window size (default: the protocol's)."),
+    stride: int | None = typer.Option(None, "--stride", help="Sliding-window step (default: half the window)."),
+    templates_file: Path | None = typer.Option(
+        None, "--templates", help="Prompt templates, one per line with {} for the label (default: the protocol's)."
+    ),
+    precision: str = typer.Option(
+        "fp32", "--precision", help="fp32, bf16 (CPU or GPU) or fp16 (GPU): the image encoder's autocast dtype."
+    ),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    formats: str = typer.Option("png,overlay,json", "--format", help="Outputs to write: png, overlay, json."),
+    batch_size: int = typer.Option(4, "--batch-size", "-b", help="Images per step and windows per forward pass."),
+    formats: str = typer.Option("mask,overlay,json", "--format", help="Outputs to write: mask (png), overlay, json."),
     cache_dir: Path | None = typer.Option(
-        None, "--cache-dir", help="Named checkpoints' download folder (default $MIXREORG_CACHE or ~/.cache/mixreorg)."
+        None, "--cache-dir", help="Released checkpoints' download folder (default $MIXREORG_CACHE or "
+        "~/.cache/mixreorg; Hub models use the Hugging Face cache)."
     ),
 ) -> None:
-    """Segment images into the given labels: per image an indexed mask PNG, an overlay with legend, a JSON."""
+    """Segment images into the given labels: per image an indexed mask PNG, a picture and a JSON record."""
     from mixreorg.errors import MixreorgError
-    from mixreorg.inference.predictor import (
-        Predictor,
+    from mixreorg.inference.inputs import (
         check_background_threshold,
         expand_inputs,
-        parse_labels,
+        label_groups,
         read_labels_file,
+        read_templates_file,
     )
-    from mixreorg.inference.visualize import check_output_dir, parse_formats, segment_files
+    from mixreorg.inference.outputs import check_output_dir, parse_formats, segment_files
+    from mixreorg.inference.predictor import Predictor
 
-    given = labels.split(",") if labels.strip() else []
+    given: list = labels.split(",") if labels.strip() else []
     if labels_file is not None:
         given += read_labels_file(labels_file)
     if not given:
         raise MixreorgError("no labels given; pass --labels 'cat,dog,sky' or --labels-file FILE")
-    names = parse_labels(given, reserve_background=background_threshold is not None)
+    groups = label_groups(given, reserve_background=background_threshold is not None)
     check_background_threshold(background_threshold)
+    templates = read_templates_file(templates_file) if templates_file is not None else None
     chosen = parse_formats(formats)
     files, problems = expand_inputs(inputs)
     if not files:
         raise MixreorgError("no images to segment: " + "; ".join(problems))
     new_folder = not out.exists()
     check_output_dir(out)
-    predictor = Predictor.from_checkpoint(checkpoint, device=device, size=size, cache_dir=cache_dir)
-    predictor.set_labels(names)
+    predictor = Predictor.from_checkpoint(
+        checkpoint, device=device, cache_dir=cache_dir, protocol=protocol, size=size, crop=crop, stride=stride,
+        templates=templates, precision=precision, batch_size=batch_size,
+    )
+    predictor.set_labels(groups)
+    settings = predictor.protocol(background_threshold)
+    typer.echo(f"settings: protocol {settings.name}, short side {settings.short_side}, window {settings.crop}, "
+               f"stride {settings.stride}, {precision}, {len(settings.templates)} template(s)", err=True)
     for problem in problems:
         typer.secho(f"skipped {problem}", err=True, fg=typer.colors.YELLOW)
     failures = len(problems)
-    for outcome in segment_files(predictor, files, out, chosen, background_threshold):
+    for outcome in segment_files(predictor, files, out, chosen, background_threshold, batch=batch_size):
         if outcome.ok:
             typer.echo(outcome.message)
         else:

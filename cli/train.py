@@ -9,7 +9,8 @@ import typer
 
 def train(
     ctx: typer.Context,
-    config: str = typer.Option("mixreorg_vits16", "--config", "-c", help="Preset name or YAML file."),
+    # No -c here: everywhere else -c is --checkpoint.
+    config: str = typer.Option("mixreorg_vits16", "--config", help="Preset name or YAML file."),
     data: str = typer.Option(
         "", "--data", help="Training shards: manifest.json, folder, brace pattern or glob ('::' joins several)."
     ),
@@ -26,8 +27,13 @@ def train(
     ),
 ) -> None:
     """Pretrain MixReorg or GroupViT. Extra `key=value` arguments override the config (train.batch_size=64)."""
+    from mixreorg.errors import MixreorgError
     from mixreorg.training.launch import LaunchOptions
     from mixreorg.training.launch import train as launch_train
+
+    if "-c" in ctx.args:
+        raise MixreorgError("train has no -c: name the preset or YAML with --config (in the other commands -c is "
+                            "--checkpoint)")
 
     options = LaunchOptions(gpus, nnodes, node_rank, master_addr, master_port)
     # The run itself says how it ended (on stderr and in RUN/train.log); the exit code tells scripts.

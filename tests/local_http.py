@@ -86,18 +86,26 @@ def _handler(folder: Path, server: LocalServer) -> type[SimpleHTTPRequestHandler
 
 
 @contextlib.contextmanager
-def serve(folder: str | Path) -> Iterator[LocalServer]:
-    """Serve ``folder`` on a free port of 127.0.0.1 for the duration of the block."""
+def loopback() -> Iterator[ThreadingHTTPServer]:
+    """A threaded HTTP server on a free port of 127.0.0.1 for the duration of the block; the caller sets its
+    ``RequestHandlerClass`` (no request can arrive before the port is handed out)."""
     for key in ("no_proxy", "NO_PROXY"):  # urllib would send 127.0.0.1 through a configured proxy
         os.environ[key] = ",".join(filter(None, [os.environ.get(key), "127.0.0.1", "localhost"]))
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), SimpleHTTPRequestHandler)
-    server = LocalServer(httpd)
-    httpd.RequestHandlerClass = _handler(Path(folder), server)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
-        yield server
+        yield httpd
     finally:
         httpd.shutdown()
         httpd.server_close()
         thread.join(timeout=5)
+
+
+@contextlib.contextmanager
+def serve(folder: str | Path) -> Iterator[LocalServer]:
+    """Serve ``folder`` on a free port of 127.0.0.1 for the duration of the block."""
+    with loopback() as httpd:
+        server = LocalServer(httpd)
+        httpd.RequestHandlerClass = _handler(Path(folder), server)
+        yield server

@@ -228,7 +228,7 @@ def test_bad_input_gives_one_clear_line(tmp_path, groupvit, monkeypatch):
     garbage = tmp_path / "random.pth"
     garbage.write_bytes(os.urandom(4096))
     assert "expected a torch checkpoint" in _error([str(garbage), "--out", str(tmp_path / "a")])
-    assert "does not exist" in _error([str(tmp_path / "missing.pth"), "--out", str(tmp_path / "a")])
+    assert "neither an existing file or folder" in _error([str(tmp_path / "missing.pth"), "--out", str(tmp_path / "a")])
     assert "unknown preset 'nope'" in _error([str(write_release(tmp_path / "r.pth", groupvit, monkeypatch)), "--out",
                                               str(tmp_path / "a"), "--preset", "nope"])  # fmt: skip
     assert "unknown checkpoint format 'caffe'" in _error([str(ours), "--from", "caffe", "--out", str(tmp_path / "a")])
@@ -269,3 +269,12 @@ def test_mixreorg_models_cannot_be_exported_to_transformers(tmp_path):
     copy, config = load_model(tmp_path / "copy")
     assert config.model.vision.contextual_layers == 1 and config.model.mixing.enabled
     assert _same_weights(copy, mixreorg)
+
+
+def test_hf_export_of_a_model_with_its_own_vocabulary_skips_the_tokenizer(tmp_path, groupvit):
+    """CLIP's tokenizer files only describe a 49408-token text encoder; another vocabulary gets a note instead."""
+    ours = save_pretrained(groupvit, load_config("tiny_groupvit", SMALL), tmp_path / "ours")
+    result = CliRunner().invoke(app, ["convert", str(ours), "--to", "hf", "--out", str(tmp_path / "hf")])
+    assert result.exit_code == 0, result.output
+    assert "note: no tokenizer files: the text encoder has 512 tokens" in result.output
+    assert (tmp_path / "hf" / "preprocessor_config.json").is_file() and not (tmp_path / "hf" / "vocab.json").exists()

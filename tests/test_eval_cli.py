@@ -106,11 +106,14 @@ def test_unified_protocol_uses_a_constant_background(data_root, checkpoint, tmp_
     out = tmp_path / "unified.json"
     code, _, stderr = run_cli(
         ["eval", "-d", "voc", "-c", str(checkpoint), "--data-root", str(data_root), "--protocol", "unified",
-         "--device", "cpu", "--out", str(out), "--workers", "0", "--limit", "1", "--flip"], monkeypatch, capsys)
+         "--device", "cpu", "--out", str(out), "--workers", "0", "--limit", "1", "--flip", "--precision", "bf16"],
+        monkeypatch, capsys)
     assert code == 0, stderr
-    settings = json.loads(out.read_text())["results"][0]["settings"]
+    report = json.loads(out.read_text())
+    settings = report["results"][0]["settings"]
     assert (settings["background"], settings["background_score"], settings["flip"]) == ("constant", 0.5, True)
     assert len(settings["templates"]) == 9
+    assert report["precision"] == settings["precision"] == "bf16"
 
 
 def test_bad_input_gives_one_clear_line(data_root, checkpoint, tmp_path, monkeypatch, capsys):
@@ -134,6 +137,9 @@ def test_bad_input_gives_one_clear_line(data_root, checkpoint, tmp_path, monkeyp
 
     code, _, stderr = run_cli(base + ["-d", "pascal", "--data-root", str(data_root)], monkeypatch, capsys)
     assert code == 2 and "unknown dataset" in stderr
+    code, _, stderr = run_cli(base + ["-d", "voc", "--data-root", str(data_root), "--precision", "fp16"], monkeypatch,
+                              capsys)
+    assert code == 2 and "fp16 needs a GPU" in stderr and stderr.count("\n") == 1
 
 
 def test_two_processes_with_torchrun_match_one(checkpoint, tmp_path, monkeypatch, capsys):

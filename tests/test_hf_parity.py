@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -39,6 +40,7 @@ from mixreorg.checkpoint.hf import hf_config_to_ours
 from mixreorg.checkpoint.hf_names import hf_to_ours, ours_to_hf
 from mixreorg.checkpoint.state import load_weights
 from mixreorg.config import load_config
+from mixreorg.evaluation.protocols import IMAGENET_MEAN, IMAGENET_STD
 from mixreorg.inference.dense import dense_logits
 from mixreorg.model import build_model, tokenize
 
@@ -194,3 +196,38 @@ def test_release_size_groupvit_matches_transformers():
     assert_same_outputs(hf, ours, image_size=224, context=77)
     exported = ours_to_hf(ours.state_dict())
     assert all(torch.equal(value, exported[key]) for key, value in hf.state_dict().items())
+
+
+def test_exported_folder_loads_with_autoprocessor_and_matches_ours(tmp_path: Path):
+    """`convert --to hf` writes the tokenizer and image-processor files: transformers' own loading path
+    (AutoProcessor + GroupViTModel) reproduces our embeddings, with our tokens and ImageNet normalisation."""
+    from PIL import Image
+
+    torch.manual_seed(6)
+    config = load_config("tiny_groupvit")
+    ours = build_model(config).eval()
+    from mixreorg.checkpoint import save_pretrained
+
+    save_pretrained(ours, config, tmp_path / "ours")
+    _convert(str(tmp_path / "ours"), "--to", "hf", "--out", str(tmp_path / "hf"))
+    processor = transformers.AutoProcessor.from_pretrained(tmp_path / "hf")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    hf = transformers.GroupViTModel.from_pretrained(tmp_path / "hf").eval()
+    assert type(processor).__name__ == "CLIPProcessor" and tokenizer.model_max_length == 32
+    prompts = ["a photo of a cat.", "A red car, parked by the road!", "two dogs running on grass"]
+    picture = Image.fromarray(np.random.default_rng(0).integers(0, 256, (80, 100, 3), dtype=np.uint8))
+    inputs = processor(text=prompts, images=picture, padding="max_length", return_tensors="pt")
+    ids = tokenize(prompts, 32)
+    eos = (inputs["input_ids"] == 49407).int().argmax(dim=1)
+    for row in range(len(prompts)):  # the same tokens up to the end token; padding differs and is masked
+        assert torch.equal(inputs["input_ids"][row, : eos[row] + 1], ids[row, : eos[row] + 1])
+    assert inputs["pixel_values"].shape == (1, 3, 64, 64)
+    grey = processor(images=Image.new("RGB", (64, 64), (124, 116, 104)), return_tensors="pt")["pixel_values"]
+    expected = (torch.tensor([124.0, 116.0, 104.0]) - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
+    torch.testing.assert_close(grey[0, :, 0, 0], expected)  # ImageNet statistics, as the model was trained
+    with torch.no_grad():
+        out = hf(**inputs)
+        image, _ = ours.encode_image(inputs["pixel_values"])
+        text = ours.encode_text(ids)
+    assert _max_diff(out.text_embeds, F.normalize(text, dim=-1)) < TOLERANCE
+    assert _max_diff(out.image_embeds, F.normalize(image, dim=-1)) < TOLERANCE

@@ -16,7 +16,8 @@ from mixreorg.checkpoint import load_model, save_pretrained
 from mixreorg.config import load_config
 from mixreorg.errors import MixreorgError
 from mixreorg.inference.checkpoints import resolve_checkpoint
-from mixreorg.inference.predictor import Predictor, expand_inputs, load_for_inference, load_image, parse_labels
+from mixreorg.inference.inputs import expand_inputs, load_image, parse_labels
+from mixreorg.inference.predictor import Predictor, load_for_inference
 from mixreorg.model import build_model, tokenize
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -144,9 +145,15 @@ def test_cli_segments_every_kind_of_image_and_reports_a_bad_file(tmp_path, check
         assert overlay.size[1] >= height and overlay.size[0] > width  # image plus legend panel
         record = json.loads((out / f"{stem}.json").read_text())
         assert record["labels"] == ["background", "cat", "dog", "sky"]
+        assert list(record["label_scores"]) == record["labels"]  # every label ranked, present or not
+        assert all(0 <= score <= 1 for score in record["label_scores"].values())
+        assert record["image"] == str(next(inputs.glob(f"{stem}.*")).resolve())
+        assert record["protocol"]["short_side"] == 64 and record["protocol"]["background_score"] == 0.2
         from pycocotools import mask as mask_utils
 
         indices = np.asarray(mask)
+        present = {record["labels"][i] for i in np.unique(indices)}
+        assert {segment["label"] for segment in record["segments"]} == present  # no empty masks
         for segment in record["segments"]:
             rle = dict(segment["rle"], counts=segment["rle"]["counts"].encode())
             decoded = mask_utils.decode(rle).astype(bool)
@@ -170,13 +177,15 @@ def test_cli_format_choice_and_duplicate_stems(tmp_path, checkpoint, monkeypatch
         Image.fromarray(np.full((20, 30, 3), 90, dtype=np.uint8)).save(tmp_path / sub / "same.png")
     out = tmp_path / "out"
     labels_file = tmp_path / "labels.txt"
-    labels_file.write_text("# my labels\ncat\ndog, sky\n\n")
+    labels_file.write_text("# my labels\ncat\ndog, puppy\n\n")  # puppy: a synonym of dog
     code, stdout, _ = run_cli(
         ["segment", str(tmp_path / "*" / "same.png"), "--labels-file", str(labels_file), "-c", str(checkpoint),
-         "--out", str(out), "--size", "64", "--format", "json"], monkeypatch, capsys)
+         "--out", str(out), "--size", "64", "--format", "json,png"], monkeypatch, capsys)
     assert code == 0
-    assert sorted(p.name for p in out.iterdir()) == ["same-2.json", "same.json"]
-    assert json.loads((out / "same.json").read_text())["labels"] == ["cat", "dog", "sky"]
+    # png is the old name of mask
+    assert sorted(p.name for p in out.iterdir()) == ["same-2.json", "same-2_mask.png", "same.json", "same_mask.png"]
+    record = json.loads((out / "same.json").read_text())
+    assert record["labels"] == ["cat", "dog"] and record["synonyms"] == {"dog": ["puppy"]}
 
 
 @pytest.mark.parametrize(

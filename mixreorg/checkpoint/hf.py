@@ -2,7 +2,8 @@
 
 Reading needs no transformers install: the config is JSON and the weights are safetensors or a
 ``pytorch_model.bin`` loaded with the weights-only unpickler. Exported folders load with
-``transformers.GroupViTModel.from_pretrained(dir)``.
+``transformers.GroupViTModel.from_pretrained(dir)`` and ``AutoProcessor.from_pretrained(dir)`` (tokenizer and
+image-processor files written by ``mixreorg.checkpoint.hf_processor``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from torch import Tensor, nn
 
 from mixreorg.checkpoint.atomic_dir import atomic_directory
 from mixreorg.checkpoint.hf_names import TRAINING_ONLY_TEMPERATURES, hf_to_ours, ours_to_hf
+from mixreorg.checkpoint.hf_processor import write_processor_files
 from mixreorg.checkpoint.ours import read_weights, write_weights
 from mixreorg.checkpoint.safe_pickle import safe_torch_load
 from mixreorg.checkpoint.state import model_state, tensor_state, unwrap_model
@@ -191,4 +193,5 @@ def save_hf(model: nn.Module, out_dir: str | Path, overwrite: bool = False) -> l
     with atomic_directory(out_dir, overwrite=overwrite) as tmp:
         write_weights(ours_to_hf(state), tmp / HF_WEIGHTS[0])
         (tmp / HF_CONFIG).write_text(json.dumps(hf_config, indent=2) + "\n")
+        notes += write_processor_files(tmp, cfg)
     return notes

@@ -10,11 +10,18 @@ The ``synthetic`` set (our generated corpus, ~96 px images) has no published pro
 a short side of twice the model's training size and slide a window of the training size with half
 overlap, so the model sees crops of the size it was trained on, as the real protocols do at 448 for a
 224-trained GroupViT (crop = 2x training size there; here the images are too small for that).
+Your own pictures (``dataset=IMAGES``: ``mixreorg segment`` and ``Predictor``) have no dataset either; they
+get the geometry of the images the model was made for, derived from the checkpoint's training size by
+``image_geometry`` below, so that ``segment`` runs what ``eval`` runs for that model.
+
+Every run-time override (``--size``, ``--crop``, ``--stride``, ``--templates``) goes through
+``resolve_protocol`` too, so the record written beside the results is always what ran.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mixreorg.data.templates import SIMPLE_TEMPLATES, SUBSET_TEMPLATES
@@ -34,6 +41,8 @@ GROUPVIT_DEFAULT_THRESHOLD = 0.5  # a set with a background class but no publish
 UNIFIED_BACKGROUND_SCORE = 0.5
 
 PROTOCOL_NAMES = ("groupvit", "unified")
+IMAGES = "images"  # the "dataset" of your own pictures (segment, Predictor)
+PUBLISHED_TRAINING_SIZE = 224  # the training resolution the published protocols were set for
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,38 @@ def _templates(name: str) -> tuple[str, ...]:
     return tuple(SIMPLE_TEMPLATES) if name == "groupvit" else tuple(SUBSET_TEMPLATES) + TCL_EXTRA_TEMPLATES
 
 
+def image_geometry(dataset: str, model_image_size: int) -> tuple[int, int, int]:
+    """(short side, long side, window) the protocols use on ``dataset`` for a model trained at ``model_image_size``.
+
+    The published sets: 448 / 2048 / 448 whatever the model. The synthetic corpus: 2x / 8x / 1x the training size.
+    Your own pictures (IMAGES) get the geometry of the images the model was made for: the published one for a
+    model trained at the published size or more, the synthetic corpus' one for the small presets trained below
+    it (the only images they are trained on), so ``segment`` runs what ``eval`` runs for that model.
+    """
+    if dataset == IMAGES:
+        dataset = "synthetic" if model_image_size < PUBLISHED_TRAINING_SIZE else "published"
+    if dataset == "synthetic":
+        return 2 * model_image_size, 8 * model_image_size, model_image_size
+    return 448, 2048, 448
+
+
+def _positive(value: int | None, flag: str) -> None:
+    if value is not None and value < 1:
+        raise MixreorgError(f"{flag} must be a positive number of pixels, got {value}")
+
+
+def check_templates(templates: Sequence[str]) -> tuple[str, ...]:
+    """Prompt templates, each with one '{}' where the class name goes."""
+    if not templates:
+        raise MixreorgError("no prompt templates given; write one per line, each with {} for the class name")
+    for template in templates:
+        rest = template.replace("{}", "", 1)
+        if template.count("{}") != 1 or "{" in rest or "}" in rest:
+            raise MixreorgError(f"the prompt template '{template}' must hold exactly one {{}} (the class name goes "
+                                "there), e.g. 'a photo of a {}.'")
+    return tuple(templates)
+
+
 def resolve_protocol(
     name: str,
     dataset: str,
@@ -76,17 +117,31 @@ def resolve_protocol(
     multi_scale: bool = False,
     flip: bool = False,
     published_threshold: float | None = None,
+    *,
+    short_side: int | None = None,
+    crop: int | None = None,
+    stride: int | None = None,
+    templates: Sequence[str] | None = None,
+    background_score: float | None = None,
 ) -> Protocol:
     """The protocol ``name`` as it applies to ``dataset`` (its resize, window and background rule).
 
-    ``published_threshold`` is the dataset's GroupViT background threshold from its manifest.
+    ``published_threshold`` is the dataset's GroupViT background threshold from its manifest (for IMAGES: the
+    user's). ``short_side`` (the long side follows in proportion), ``crop`` (the stride follows, half of it),
+    ``stride``, ``templates`` and ``background_score`` (the threshold or the constant) override the protocol's values.
     """
     if name not in PROTOCOL_NAMES:
         raise MixreorgError(f"unknown protocol '{name}'; choose one of: {', '.join(PROTOCOL_NAMES)}")
-    if dataset == "synthetic":
-        short, long_side, crop = 2 * model_image_size, 8 * model_image_size, model_image_size
-    else:
-        short, long_side, crop = 448, 2048, 448
+    for value, flag in ((short_side, "--size"), (crop, "--crop"), (stride, "--stride")):
+        _positive(value, flag)
+    short, long_side, window = image_geometry(dataset, model_image_size)
+    if short_side is not None:
+        long_side, short = max(short_side, round(long_side * short_side / short)), short_side
+    window = crop or window
+    step = stride or window // 2
+    if step > window:
+        raise MixreorgError(f"--stride {step} is larger than the window ({window}): pixels between windows would "
+                            "get no score; use a stride of at most the crop")
     if not has_background:
         background, score = "none", None
     elif name == "groupvit":
@@ -94,15 +149,17 @@ def resolve_protocol(
         score = GROUPVIT_DEFAULT_THRESHOLD if published_threshold is None else float(published_threshold)
     else:
         background, score = "constant", UNIFIED_BACKGROUND_SCORE
+    if has_background and background_score is not None:
+        score = float(background_score)
     # mmseg's MultiScaleFlipAug applies each ratio to the (long, short) scale; flip doubles every scale.
     return Protocol(
         name=name,
         dataset=dataset,
         short_side=short,
         long_side=long_side,
-        crop=crop,
-        stride=crop // 2,
-        templates=_templates(name),
+        crop=window,
+        stride=step,
+        templates=_templates(name) if templates is None else check_templates(templates),
         background=background,
         background_score=score,
         scales=MULTI_SCALE_RATIOS if multi_scale else (1.0,),

@@ -35,13 +35,19 @@ class EvalRequest:
     batch_size: int = 8
     gpus: int = 1
     device: str = "auto"
-    workers: int = 4
+    precision: str = "fp32"
+    workers: int | None = None  # decoding processes per evaluating process; None: default_workers
     limit: int | None = None
     cache_dir: str | None = None
     progress: bool = True
     # Filled in by the launcher for its workers: the resolved checkpoint path and the chosen sets.
     checkpoint_path: str | None = None
     datasets: list[str] | None = None
+
+
+def default_workers(processes: int = 1) -> int:
+    """Decoding processes per evaluating process: this machine's cores, shared among the processes."""
+    return max(1, (os.cpu_count() or 1) // max(1, processes))
 
 
 def _open(name: str, root: str):
@@ -113,7 +119,8 @@ def evaluate_here(request: EvalRequest, rank: int = 0, world_size: int = 1, loca
     model, config = load_for_inference(path)
     model = model.to(device)
     results = []
-    common = dict(device=device, batch_size=request.batch_size, workers=request.workers, limit=request.limit,
+    workers = default_workers(world_size) if request.workers is None else request.workers
+    common = dict(device=device, batch_size=request.batch_size, workers=workers, limit=request.limit,
                   rank=rank, world_size=world_size, progress=request.progress)
     for name in datasets:
         benchmark = _open(name, request.data_root)
@@ -129,7 +136,7 @@ def evaluate_here(request: EvalRequest, rank: int = 0, world_size: int = 1, loca
                 flip=request.flip,
                 published_threshold=benchmark.protocol.get("bg_thresh"),
             )
-            result = evaluate_segmentation(model, benchmark, protocol, **common)
+            result = evaluate_segmentation(model, benchmark, protocol, precision=request.precision, **common)
         results.append(result.as_dict())
     from mixreorg import __version__
 
@@ -145,7 +152,7 @@ def evaluate_here(request: EvalRequest, rank: int = 0, world_size: int = 1, loca
         "batch_size": request.batch_size,
         "device": device_name() if device.type == "cuda" else "cpu",
         "world_size": world_size,
-        "precision": "fp32 (TF32 matmuls on CUDA)" if device.type == "cuda" else "fp32",
+        "precision": request.precision + (" (TF32 matmuls on CUDA)" if device.type == "cuda" else ""),
         "data_root": str(request.data_root),
         "limit": request.limit,
         "skipped": skipped,
@@ -190,9 +197,13 @@ def run_evaluation(request: EvalRequest) -> dict:
         raise MixreorgError("--gpus must be at least 1")
     if request.batch_size < 1:
         raise MixreorgError("--batch-size must be at least 1")
-    if request.gpus > 1:
-        from mixreorg.inference.predictor import resolve_device
+    if request.workers is not None and request.workers < 0:
+        raise MixreorgError("--workers must be 0 (decode in the evaluating process) or more")
+    from mixreorg.inference.backend import check_precision
+    from mixreorg.inference.predictor import resolve_device
 
+    check_precision(request.precision, resolve_device(request.device))
+    if request.gpus > 1:
         if resolve_device(request.device).type == "cuda" and request.gpus > torch.cuda.device_count():
             raise MixreorgError(
                 f"--gpus {request.gpus} asks for more GPUs than the {torch.cuda.device_count()} visible; "

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Subset
 from mixreorg.evaluation.metrics import ConfusionMatrix
 from mixreorg.evaluation.protocols import Protocol
 from mixreorg.evaluation.sliding import CropFn, SlideSettings, segment_images
-from mixreorg.evaluation.zero_shot import crop_scorer, embed_classes
+from mixreorg.inference.backend import GroupingBackend
 from mixreorg.model.mixreorg import MixReorgModel
 from mixreorg.utils.progress import progress_bar
 
@@ -81,12 +81,14 @@ def slide_settings(protocol: Protocol, batch_size: int) -> SlideSettings:
     )
 
 
-def protocol_scorer(model: MixReorgModel, class_names: list[str], protocol: Protocol, has_background: bool) -> CropFn:
-    """Embed the named classes (not 'background': that one comes from the protocol's rule) once."""
+def protocol_scorer(model: MixReorgModel, class_names: list[str], protocol: Protocol, has_background: bool,
+                    precision: str = "fp32") -> CropFn:
+    """Embed the named classes (not 'background': that one comes from the protocol's rule) once; the scorer is
+    the one ``Predictor`` uses (``GroupingBackend``)."""
+    backend = GroupingBackend(model)
     names = class_names[1:] if has_background else class_names
-    embeddings = embed_classes(model, names, protocol.templates)
-    return crop_scorer(model, embeddings, protocol.background, protocol.background_score, protocol.dense_mode,
-                       protocol.top_k)
+    return backend.crop_scorer(backend.encode_labels([(name,) for name in names], protocol.templates), protocol,
+                               precision)
 
 
 @torch.no_grad()
@@ -102,6 +104,7 @@ def evaluate_segmentation(
     world_size: int = 1,
     progress: bool = True,
     scorer: CropFn | None = None,
+    precision: str = "fp32",
 ) -> DatasetResult:
     """mIoU, per-class IoU and pixel accuracy of ``model`` on ``benchmark`` (a SegmentationBenchmark).
 
@@ -111,7 +114,7 @@ def evaluate_segmentation(
     """
     if scorer is None:
         model = model.to(device).eval()
-        scorer = protocol_scorer(model, list(benchmark.classes), protocol, benchmark.has_background)
+        scorer = protocol_scorer(model, list(benchmark.classes), protocol, benchmark.has_background, precision)
     settings = slide_settings(protocol, batch_size)
     indices = rank_indices(len(benchmark), limit, rank, world_size)
     total = len(rank_indices(len(benchmark), limit, 0, 1))
@@ -137,6 +140,6 @@ def evaluate_segmentation(
         num_images=total,
         seconds=seconds,
         metrics=matrix.scores(list(benchmark.classes)).as_dict(),
-        settings=protocol.as_dict(),
+        settings={**protocol.as_dict(), "precision": precision},
         classes=list(benchmark.classes),
     )

@@ -137,6 +137,25 @@ class SlideSettings:
 
 
 @torch.no_grad()
+def score_images(
+    images: Sequence[Tensor], crop_fn: CropFn, settings: SlideSettings, ratio: float = 1.0, flipped: bool = False
+) -> list[Tensor]:
+    """[H, W, 3] uint8 images -> [K, h, w] window-averaged scores at each one's working size (the protocol's
+    keep-ratio resize times ``ratio``; mirrored when ``flipped``). Windows of equal shape share forward passes."""
+    resized = [
+        prepare(
+            image,
+            rescale_size(*image.shape[:2], settings.short_side * ratio, settings.long_side * ratio),
+            settings.mean,
+            settings.std,
+        )
+        for image in images
+    ]
+    inputs = [x.flip(-1) for x in resized] if flipped else resized
+    return slide(inputs, crop_fn, settings.crop, settings.stride, settings.batch_size)
+
+
+@torch.no_grad()
 def segment_images(images: Sequence[Tensor], crop_fn: CropFn, settings: SlideSettings) -> list[Tensor]:
     """[H, W, 3] uint8 images -> [H, W] label maps at each image's own size.
 
@@ -148,18 +167,8 @@ def segment_images(images: Sequence[Tensor], crop_fn: CropFn, settings: SlideSet
     augmented = len(settings.scales) > 1 or settings.flip
     averaged: list[Tensor | None] = [None] * len(images)
     for ratio in settings.scales:
-        resized = [
-            prepare(
-                image,
-                rescale_size(*size, settings.short_side * ratio, settings.long_side * ratio),
-                settings.mean,
-                settings.std,
-            )
-            for image, size in zip(images, originals, strict=True)
-        ]
         for flipped in (False, True) if settings.flip else (False,):
-            inputs = [x.flip(-1) for x in resized] if flipped else resized
-            scores = slide(inputs, crop_fn, settings.crop, settings.stride, settings.batch_size)
+            scores = score_images(images, crop_fn, settings, ratio, flipped)
             if not augmented:
                 return [resize_argmax(s, size) for s, size in zip(scores, originals, strict=True)]
             for index, (score, size) in enumerate(zip(scores, originals, strict=True)):

@@ -1,4 +1,5 @@
-"""``--checkpoint`` names: a local file or folder as is, or a released checkpoint downloaded once.
+"""``--checkpoint`` names: a local file or folder as is, a released checkpoint downloaded once, or a model
+repository on the Hugging Face Hub (``owner/name``, see ``mixreorg.checkpoint.hub``).
 
 Names come from ``data_manifests/checkpoints.yaml`` (the official GroupViT releases). A named file is
 downloaded (resumable, via mixreorg.data.download) into ``<cache>/checkpoints/``, where ``<cache>`` is
@@ -66,18 +67,28 @@ def _lookup(name: str, entries: dict[str, dict[str, Any]]) -> tuple[str, dict[st
 def resolve_checkpoint(
     name_or_path: str | Path, cache_dir: str | Path | None = None, manifest: str | Path | None = None
 ) -> Path:
-    """A path that ``mixreorg.checkpoint.load_model`` can read: the given one, or the cached download."""
+    """A path that ``mixreorg.checkpoint.load_model`` can read: the given one, the cached download of a released
+    name, or the cached snapshot of a Hub repository."""
     candidate = Path(name_or_path).expanduser()
     if candidate.exists():
         return candidate
     entries = known_checkpoints(manifest)
     found = _lookup(str(name_or_path), entries)
-    if found is None:
-        raise MixreorgError(
-            f"checkpoint '{name_or_path}' is neither an existing file or folder nor a known name; "
-            f"known names: {', '.join(sorted(entries))}"
-        )
-    return download_checkpoint(*found, cache=cache_root(cache_dir))
+    if found is not None:
+        return download_checkpoint(*found, cache=cache_root(cache_dir))
+    from mixreorg.checkpoint.hub import download_from_hub, parse_hub_id
+
+    if parse_hub_id(str(name_or_path)) is not None:
+        try:
+            return download_from_hub(str(name_or_path))
+        except MixreorgError as exc:
+            raise MixreorgError(
+                f"checkpoint '{name_or_path}' is not an existing file or folder; as a Hub model: {exc}"
+            ) from exc
+    raise MixreorgError(
+        f"checkpoint '{name_or_path}' is neither an existing file or folder nor a known name; "
+        f"known names: {', '.join(sorted(entries))}, or a Hugging Face Hub model as owner/name"
+    )
 
 
 def download_checkpoint(name: str, entry: dict[str, Any], cache: Path) -> Path:

@@ -52,17 +52,27 @@ def dense_logits(
     mode "soft": the soft maps times the scaled similarities, no filter (what transformers computes,
     there with the scale applied twice).
     """
+    if mode not in ("groupvit", "soft"):
+        raise ValueError(f"mode must be 'groupvit' or 'soft', got {mode!r}")
+    # Under autocast (--precision bf16/fp16) only the encoder and projector run in low precision; the
+    # similarities, softmaxes and maps below are computed in fp32.
     out = model.image_encoder(images)
-    scale = model.temperature()
-    segments = F.normalize(model.segment_embeddings(out).float(), dim=-1)
+    segments = model.segment_embeddings(out)
+    image = model.image_projector(out.pooled) if mode == "groupvit" else None
+    with torch.autocast(images.device.type, enabled=False):
+        return _scores(model, out, segments, image, class_embeddings.float(), tuple(images.shape[-2:]), mode, top_k)
+
+
+def _scores(model, out, segments: Tensor, image: Tensor | None, class_embeddings: Tensor, size: tuple[int, int],
+            mode: str, top_k: int) -> DenseOutput:
+    scale = model.temperature().float()
+    segments = F.normalize(segments.float(), dim=-1)
     segment_logits = scale * segments @ class_embeddings.t()  # [B, S, C]
-    attention = segment_attention(out, images.shape[-2:])
+    attention = segment_attention(out, size)
     if mode == "soft":
         logits = torch.einsum("bshw,bsc->bchw", attention, segment_logits)
         return DenseOutput(logits=logits, attention=attention, segment_logits=segment_logits)
-    if mode != "groupvit":
-        raise ValueError(f"mode must be 'groupvit' or 'soft', got {mode!r}")
-    image = F.normalize(model.image_projector(out.pooled).float(), dim=-1)
+    image = F.normalize(image.float(), dim=-1)
     image_logits = (scale * image @ class_embeddings.t()).softmax(dim=-1)
     weights = _keep_top_classes(segment_logits, image_logits, top_k) if top_k > 0 else segment_logits.softmax(-1)
     # Each pixel takes the class weights of its winning segment: a gather, not a one-hot [B, S, H, W] einsum.
