@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch.utils.data import DataLoader, Subset
 
+from mixreorg.errors import MixreorgError
 from mixreorg.evaluation.metrics import ConfusionMatrix
 from mixreorg.evaluation.protocols import Protocol
+from mixreorg.evaluation.readout import make_readout
 from mixreorg.evaluation.sliding import CropFn, SlideSettings, segment_images
-from mixreorg.inference.backend import GroupingBackend
+from mixreorg.inference.backend import DenseBackend, as_backend
 from mixreorg.model.mixreorg import MixReorgModel
 from mixreorg.utils.progress import progress_bar
 
@@ -81,19 +84,39 @@ def slide_settings(protocol: Protocol, batch_size: int) -> SlideSettings:
     )
 
 
-def protocol_scorer(model: MixReorgModel, class_names: list[str], protocol: Protocol, has_background: bool,
+def protocol_labels(class_names: Sequence[str], protocol: Protocol, has_background: bool) -> list[tuple[str, ...]]:
+    """The labels (each a tuple of names) a model embeds for a benchmark under ``protocol``.
+
+    groupvit and unified: every class but 'background' (that one comes from the protocol's rule). sclip: every
+    class, from the manifest's class-name file when the protocol names one (synonyms, and background's stuff words).
+    """
+    if protocol.readout == "window":
+        return [(name,) for name in (class_names[1:] if has_background else class_names)]
+    if not protocol.class_names:
+        return [(name,) for name in class_names]
+    from mixreorg.data.benchmarks.manifest import manifest_dir
+    from mixreorg.inference.inputs import read_labels_file
+
+    groups = read_labels_file(manifest_dir() / protocol.class_names)
+    if len(groups) != len(class_names):
+        raise MixreorgError(f"the class-name file {protocol.class_names} lists {len(groups)} classes but the "
+                            f"benchmark has {len(class_names)}; fix the file (one class per line)")
+    return groups
+
+
+def protocol_scorer(model, class_names: Sequence[str], protocol: Protocol, has_background: bool,
                     precision: str = "fp32") -> CropFn:
-    """Embed the named classes (not 'background': that one comes from the protocol's rule) once; the scorer is
-    the one ``Predictor`` uses (``GroupingBackend``)."""
-    backend = GroupingBackend(model)
-    names = class_names[1:] if has_background else class_names
-    return backend.crop_scorer(backend.encode_labels([(name,) for name in names], protocol.templates), protocol,
+    """Embed the benchmark's labels once (``protocol_labels``) with a model or backend; the scorer is the one
+    ``Predictor`` uses."""
+    backend = as_backend(model)
+    groups = protocol_labels(class_names, protocol, has_background)
+    return backend.crop_scorer(backend.encode_labels(groups, protocol.templates, protocol.synonyms), protocol,
                                precision)
 
 
 @torch.no_grad()
 def evaluate_segmentation(
-    model: MixReorgModel | None,
+    model: MixReorgModel | DenseBackend | None,
     benchmark,
     protocol: Protocol,
     device: torch.device,
@@ -106,15 +129,17 @@ def evaluate_segmentation(
     scorer: CropFn | None = None,
     precision: str = "fp32",
 ) -> DatasetResult:
-    """mIoU, per-class IoU and pixel accuracy of ``model`` on ``benchmark`` (a SegmentationBenchmark).
+    """mIoU, per-class IoU and pixel accuracy of ``model`` (a checkpoint's model or any ``DenseBackend``) on
+    ``benchmark`` (a SegmentationBenchmark).
 
     ``scorer`` replaces the model's zero-shot scores with any crop -> [N, classes, h, w] function (another
     method under the same protocol). With several ranks each one takes every world_size-th image and the
     confusion matrices are summed, so the result equals a single-process run.
     """
     if scorer is None:
-        model = model.to(device).eval()
-        scorer = protocol_scorer(model, list(benchmark.classes), protocol, benchmark.has_background, precision)
+        backend = as_backend(model).to(device)
+        scorer = protocol_scorer(backend, list(benchmark.classes), protocol, benchmark.has_background, precision)
+    readout = make_readout(protocol, protocol_labels(list(benchmark.classes), protocol, benchmark.has_background))
     settings = slide_settings(protocol, batch_size)
     indices = rank_indices(len(benchmark), limit, rank, world_size)
     total = len(rank_indices(len(benchmark), limit, 0, 1))
@@ -125,7 +150,7 @@ def evaluate_segmentation(
     for batch in make_loader(benchmark, indices, batch_size, workers):
         # torch.tensor copies: decoded images may be read-only views of PIL buffers.
         images = [torch.tensor(image, device=device) for image, _, _ in batch]
-        predictions = segment_images(images, scorer, settings)
+        predictions = segment_images(images, scorer, settings, readout)
         for prediction, (_, label, _) in zip(predictions, batch, strict=True):
             matrix.update(prediction, torch.tensor(label))
         bar.update(min(len(batch) * world_size, total - bar.n))

@@ -136,13 +136,9 @@ class SlideSettings:
     batch_size: int = 8
 
 
-@torch.no_grad()
-def score_images(
-    images: Sequence[Tensor], crop_fn: CropFn, settings: SlideSettings, ratio: float = 1.0, flipped: bool = False
-) -> list[Tensor]:
-    """[H, W, 3] uint8 images -> [K, h, w] window-averaged scores at each one's working size (the protocol's
-    keep-ratio resize times ``ratio``; mirrored when ``flipped``). Windows of equal shape share forward passes."""
-    resized = [
+def prepare_images(images: Sequence[Tensor], settings: SlideSettings, ratio: float = 1.0) -> list[Tensor]:
+    """[H, W, 3] uint8 images -> [3, h, w] normalised inputs at the protocol's keep-ratio size times ``ratio``."""
+    return [
         prepare(
             image,
             rescale_size(*image.shape[:2], settings.short_side * ratio, settings.long_side * ratio),
@@ -151,28 +147,45 @@ def score_images(
         )
         for image in images
     ]
-    inputs = [x.flip(-1) for x in resized] if flipped else resized
-    return slide(inputs, crop_fn, settings.crop, settings.stride, settings.batch_size)
 
 
 @torch.no_grad()
-def segment_images(images: Sequence[Tensor], crop_fn: CropFn, settings: SlideSettings) -> list[Tensor]:
+def score_images(
+    images: Sequence[Tensor], crop_fn: CropFn, settings: SlideSettings, ratio: float = 1.0, flipped: bool = False,
+    return_inputs: bool = False,
+) -> list[Tensor] | tuple[list[Tensor], list[Tensor]]:
+    """[H, W, 3] uint8 images -> [K, h, w] window-averaged scores at each one's working size (the protocol's
+    keep-ratio resize times ``ratio``; mirrored when ``flipped``). Windows of equal shape share forward passes.
+    ``return_inputs`` also returns the normalised [3, h, w] inputs (mirrored too), which PAMR follows."""
+    resized = prepare_images(images, settings, ratio)
+    inputs = [x.flip(-1) for x in resized] if flipped else resized
+    scores = slide(inputs, crop_fn, settings.crop, settings.stride, settings.batch_size)
+    return (scores, inputs) if return_inputs else scores
+
+
+@torch.no_grad()
+def segment_images(images: Sequence[Tensor], crop_fn: CropFn, settings: SlideSettings, readout=None) -> list[Tensor]:
     """[H, W, 3] uint8 images -> [H, W] label maps at each image's own size.
 
-    Single scale without flip: window logits -> resize -> argmax (no softmax needed, it keeps the
-    argmax). Otherwise, as mmseg's aug_test: per scale and flip, softmax of the resized logits,
-    flipped back, averaged.
+    ``readout`` (``mixreorg.evaluation.readout``; default: the windows' scores are the labels') turns the window-
+    averaged scores into labels. Single scale without flip: its ``label_map`` (for the default: resize -> argmax, no
+    softmax needed, it keeps the argmax). Otherwise, as mmseg's aug_test: per scale and flip, the readout's
+    probabilities at the original size, flipped back, averaged, then its decision.
     """
+    from mixreorg.evaluation.readout import WindowReadout
+
+    readout = readout or WindowReadout()
     originals = [tuple(image.shape[:2]) for image in images]
     augmented = len(settings.scales) > 1 or settings.flip
     averaged: list[Tensor | None] = [None] * len(images)
     for ratio in settings.scales:
         for flipped in (False, True) if settings.flip else (False,):
-            scores = score_images(images, crop_fn, settings, ratio, flipped)
+            scores, inputs = score_images(images, crop_fn, settings, ratio, flipped, return_inputs=True)
             if not augmented:
-                return [resize_argmax(s, size) for s, size in zip(scores, originals, strict=True)]
-            for index, (score, size) in enumerate(zip(scores, originals, strict=True)):
-                probs = F.interpolate(score[None], size=size, mode="bilinear", align_corners=False)[0].softmax(0)
+                return [readout.label_map(s, x, size) for s, x, size in zip(scores, inputs, originals, strict=True)]
+            for index, (score, x, size) in enumerate(zip(scores, inputs, originals, strict=True)):
+                probs = readout.probabilities(score, x, size)
                 probs = probs.flip(-1) if flipped else probs
                 averaged[index] = probs if averaged[index] is None else averaged[index] + probs
-    return [total.max(dim=0).indices for total in averaged]  # type: ignore[union-attr]
+    count = len(settings.scales) * (2 if settings.flip else 1)  # a mean: thresholds compare probabilities
+    return [readout.decide(total / count) for total in averaged]  # type: ignore[operator]

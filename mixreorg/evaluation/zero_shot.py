@@ -9,11 +9,24 @@ import torch
 from torch import Tensor
 
 from mixreorg.errors import MixreorgError
+from mixreorg.evaluation.pamr import refine_windows
 from mixreorg.evaluation.sliding import CropFn
 from mixreorg.inference.dense import dense_logits, with_background
 from mixreorg.inference.prompts import class_embeddings
 from mixreorg.model.mixreorg import MixReorgModel
 from mixreorg.model.tokenizer import get_tokenizer
+
+
+def apply_background(logits: Tensor, background: str, background_score: float | None, cap: Tensor) -> Tensor:
+    """A protocol's window-level background rule on [N, C, h, w] label scores in 0-1: "threshold" (GroupViT: a
+    background channel where no label reaches min(score, the best of ``cap``)), "constant" (TCL: a channel holding
+    the score), or "none". The rule's channel comes first."""
+    if background == "threshold":
+        return with_background(logits, float(background_score), cap)
+    if background == "constant":
+        fill = logits.new_full((logits.shape[0], 1, *logits.shape[2:]), float(background_score))
+        return torch.cat([fill, logits], dim=1)
+    return logits
 
 
 def crop_scorer(
@@ -23,8 +36,11 @@ def crop_scorer(
     background_score: float | None = None,
     dense_mode: str = "groupvit",
     top_k: int = 5,
+    pamr_steps: int = 0,
+    pamr_dilations: tuple[int, ...] = (),
 ) -> CropFn:
-    """[N, 3, h, w] -> [N, C (+1 background first), h, w] scores for the [C, D] class ``embeddings``."""
+    """[N, 3, h, w] -> [N, C (+1 background first), h, w] scores for the [C, D] class ``embeddings``; with
+    ``pamr_steps`` the class scores are refined per window (TCL's placement) before the background rule."""
     if background not in ("none", "threshold", "constant"):
         raise ValueError(f"background must be none, threshold or constant, got {background!r}")
     if background != "none" and background_score is None:
@@ -33,12 +49,8 @@ def crop_scorer(
     @torch.no_grad()
     def score(crops: Tensor) -> Tensor:
         out = dense_logits(model, crops, embeddings, mode=dense_mode, top_k=top_k)
-        if background == "threshold":
-            return with_background(out.logits, float(background_score), out.segment_logits)
-        if background == "constant":
-            fill = out.logits.new_full((out.logits.shape[0], 1, *out.logits.shape[2:]), float(background_score))
-            return torch.cat([fill, out.logits], dim=1)
-        return out.logits
+        logits = refine_windows(crops, out.logits, pamr_steps, pamr_dilations) if pamr_steps else out.logits
+        return apply_background(logits, background, background_score, out.segment_logits)
 
     return score
 

@@ -1,8 +1,8 @@
 """What the shared inference stages (``Predictor``, ``segment``, ``eval``) need from a kind of model.
 
 A backend encodes label names once and scores image windows densely; the sliding window, resizing, protocols,
-outputs and pictures are the same for every backend. ``GroupingBackend`` serves GroupViT and MixReorg
-checkpoints; a training-free CLIP method would be a second class with the same three members.
+readouts, outputs and pictures are the same for every backend. ``GroupingBackend`` serves GroupViT and MixReorg
+checkpoints; ``mixreorg.training_free.TrainingFreeBackend`` serves the training-free CLIP methods.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from mixreorg.errors import MixreorgError
-from mixreorg.evaluation.protocols import Protocol
+from mixreorg.evaluation.protocols import IMAGENET_MEAN, IMAGENET_STD, Protocol
 from mixreorg.evaluation.sliding import CropFn
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -23,16 +23,26 @@ PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float
 
 class DenseBackend(Interface):
     image_size: int  # the resolution the model was trained at: the protocol's geometry follows it
+    mean: tuple[float, float, float]  # the model's input normalisation, in pixel units (0-255)
+    std: tuple[float, float, float]
     model: torch.nn.Module
 
     def to(self, device: torch.device) -> DenseBackend:
         """Move the model to ``device``; returns the backend."""
 
-    def encode_labels(self, labels: Sequence[Sequence[str]], templates: Sequence[str]) -> Tensor:
-        """[C, D] label embeddings: one row per label, from its names (synonyms) and the templates."""
+    def encode_labels(self, labels: Sequence[Sequence[str]], templates: Sequence[str],
+                      synonyms: str = "mean") -> Tensor:
+        """Label embeddings from each label's names (synonyms) and the templates: [C, D], one row per label, its
+        names' mean ("mean"), or [Q, D], one row per name in order ("max": the protocol's readout combines them)."""
 
     def crop_scorer(self, embeddings: Tensor, protocol: Protocol, precision: str = "fp32") -> CropFn:
-        """[N, 3, h, w] normalised windows -> [N, C (+1 background first), h, w] scores in 0-1."""
+        """[N, 3, h, w] normalised windows -> scores: [N, C (+1 background first), h, w] in 0-1 (protocol readout
+        "window"), or [N, Q, h, w] cosine similarities with each name (readout "softmax")."""
+
+
+def as_backend(model) -> DenseBackend:
+    """A backend as is; a GroupViT or MixReorg model wrapped in ``GroupingBackend``."""
+    return model if hasattr(model, "crop_scorer") else GroupingBackend(model)
 
 
 def check_precision(precision: str, device: torch.device) -> torch.dtype:
@@ -42,6 +52,27 @@ def check_precision(precision: str, device: torch.device) -> torch.dtype:
         raise MixreorgError("--precision fp16 needs a GPU (CPUs compute fp16 slowly and inexactly); "
                             "use bf16 or fp32 on a CPU")
     return PRECISIONS[precision]
+
+
+def with_precision(scorer: CropFn, precision: str) -> CropFn:
+    """``scorer`` under autocast for bf16/fp16 (its outputs back in fp32); fp32 as is."""
+    if precision == "fp32":
+        return scorer
+
+    def score(crops: Tensor) -> Tensor:
+        with autocast(crops.device, precision):
+            return scorer(crops).float()
+
+    return score
+
+
+def group_embeddings(per_name: Tensor, labels: Sequence[Sequence[str]]) -> Tensor:
+    """[Q, D] normalised name embeddings -> [C, D]: each label's names averaged and renormalised."""
+    if per_name.shape[0] == len(labels):
+        return per_name
+    owner = torch.tensor([index for index, group in enumerate(labels) for _ in group], device=per_name.device)
+    summed = per_name.new_zeros(len(labels), per_name.shape[1]).index_add_(0, owner, per_name)
+    return torch.nn.functional.normalize(summed, dim=-1)
 
 
 def autocast(device: torch.device, precision: str):
@@ -58,6 +89,7 @@ class GroupingBackend:
     def __init__(self, model) -> None:
         self.model = model.eval()
         self.image_size = int(model.cfg.vision.image_size)
+        self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD  # GroupViT's training normalisation
 
     @property
     def device(self) -> torch.device:
@@ -67,29 +99,24 @@ class GroupingBackend:
         self.model.to(device)
         return self
 
-    def encode_labels(self, labels: Sequence[Sequence[str]], templates: Sequence[str]) -> Tensor:
-        """Each name's template-averaged embedding; a label with synonyms takes the normalised mean of its names'."""
+    def encode_labels(self, labels: Sequence[Sequence[str]], templates: Sequence[str],
+                      synonyms: str = "mean") -> Tensor:
+        """Each name's template-averaged embedding; a label with synonyms takes the normalised mean of its names'
+        ("mean"), or every name keeps its row ("max")."""
         from mixreorg.evaluation.zero_shot import embed_classes
 
-        names = [name for group in labels for name in group]
-        embeddings = embed_classes(self.model, names, tuple(templates))
-        if len(names) == len(labels):
-            return embeddings
-        owner = torch.tensor([index for index, group in enumerate(labels) for _ in group], device=embeddings.device)
-        summed = embeddings.new_zeros(len(labels), embeddings.shape[1]).index_add_(0, owner, embeddings)
-        return torch.nn.functional.normalize(summed, dim=-1)
+        per_name = embed_classes(self.model, [name for group in labels for name in group], tuple(templates))
+        return per_name if synonyms == "max" else group_embeddings(per_name, labels)
 
     def crop_scorer(self, embeddings: Tensor, protocol: Protocol, precision: str = "fp32") -> CropFn:
         from mixreorg.evaluation.zero_shot import crop_scorer
+        from mixreorg.inference.dense import dense_cosines
 
         check_precision(precision, self.device)
+        if protocol.readout == "softmax":
+            return with_precision(lambda crops: dense_cosines(self.model, crops, embeddings), precision)
+        window_pamr = protocol.pamr_stage == "window"
         scorer = crop_scorer(self.model, embeddings, protocol.background, protocol.background_score,
-                             protocol.dense_mode, protocol.top_k)
-        if precision == "fp32":
-            return scorer
-
-        def score(crops: Tensor) -> Tensor:
-            with autocast(crops.device, precision):
-                return scorer(crops).float()
-
-        return score
+                             protocol.dense_mode, protocol.top_k, protocol.pamr_steps if window_pamr else 0,
+                             protocol.pamr_dilations)
+        return with_precision(scorer, precision)

@@ -75,13 +75,29 @@ def _scores(model, out, segments: Tensor, image: Tensor | None, class_embeddings
     image = F.normalize(image.float(), dim=-1)
     image_logits = (scale * image @ class_embeddings.t()).softmax(dim=-1)
     weights = _keep_top_classes(segment_logits, image_logits, top_k) if top_k > 0 else segment_logits.softmax(-1)
-    # Each pixel takes the class weights of its winning segment: a gather, not a one-hot [B, S, H, W] einsum.
-    # max().indices, not argmax(): the same first-index rule, but torch's CPU argmax over a non-innermost dim is
-    # about 10x slower (about 100 ms of a 448 px image's 280 ms went there).
+    return DenseOutput(logits=winning_segment(weights, attention), attention=attention, segment_logits=weights)
+
+
+def winning_segment(per_segment: Tensor, attention: Tensor) -> Tensor:
+    """[B, S, C] values per segment, [B, S, H, W] soft maps -> [B, C, H, W]: each pixel takes its winning segment's.
+
+    A gather, not a one-hot [B, S, H, W] einsum. max().indices, not argmax(): the same first-index rule, but torch's
+    CPU argmax over a non-innermost dim is about 10x slower (about 100 ms of a 448 px image's 280 ms went there).
+    """
     winner = attention.max(dim=1).indices  # [B, H, W]
     batch = torch.arange(winner.shape[0], device=winner.device).view(-1, 1, 1)
-    logits = weights[batch, winner].permute(0, 3, 1, 2)  # [B, H, W, C] -> [B, C, H, W]
-    return DenseOutput(logits=logits, attention=attention, segment_logits=weights)
+    return per_segment[batch, winner].permute(0, 3, 1, 2)  # [B, H, W, C] -> [B, C, H, W]
+
+
+@torch.no_grad()
+def dense_cosines(model: MixReorgModel, images: Tensor, name_embeddings: Tensor) -> Tensor:
+    """[B, Q, H, W] cosine similarity of each pixel's winning segment with each of the [Q, D] normalised names: what
+    the sclip protocol's softmax readout takes, as a CLIP method's patch cosines."""
+    out = model.image_encoder(images)
+    segments = model.segment_embeddings(out)
+    with torch.autocast(images.device.type, enabled=False):
+        cosines = F.normalize(segments.float(), dim=-1) @ name_embeddings.float().t()  # [B, S, Q]
+        return winning_segment(cosines, segment_attention(out, tuple(images.shape[-2:])))
 
 
 def with_background(logits: Tensor, threshold: float, segment_scores: Tensor) -> Tensor:

@@ -60,10 +60,19 @@ def _read_text(path: str | Path, what: str) -> str:
 
 def read_labels_file(path: str | Path) -> list[tuple[str, ...]]:
     """Labels from a text file, one per line; a line may add synonyms after commas ('person, person in shirt'),
-    whose embeddings are averaged into the first name's (the class files of training-free methods look so).
-    Blank lines and '#' comments are skipped."""
-    lines = [line.split("#", 1)[0].strip() for line in _read_text(path, "labels").splitlines()]
-    groups = [tuple(name.strip() for name in line.split(",")) for line in lines if line]
+    whose embeddings are averaged into the first name's (the class files of training-free methods look so; under
+    the sclip protocol each name is scored and the label takes its best). Blank lines and '#' comments are skipped;
+    a line whose names are empty (',', 'cat,,dog') is refused with its number."""
+    groups = []
+    for number, raw in enumerate(_read_text(path, "labels").splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        names = tuple(name.strip() for name in line.split(","))
+        if not all(names):
+            raise MixreorgError(f"{path} line {number} ('{raw.strip()}') has an empty name; write the label and its "
+                                "synonyms separated by commas, e.g. 'person, person in shirt'")
+        groups.append(names)
     if not groups:
         raise MixreorgError(f"the labels file {path} holds no labels; write one label per line")
     return groups

@@ -39,6 +39,7 @@ class SegmentationBenchmark:
         self.ignore_index = spec.ignore_index
         self.reduce_zero_label = spec.reduce_zero_label
         self.protocol = dict(spec.protocol)
+        self.protocols = {name: dict(block) for name, block in spec.protocols.items()}
         self.expected_samples = spec.expected_samples
         self.root = root
         self.samples = list(samples)

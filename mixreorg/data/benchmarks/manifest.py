@@ -10,9 +10,12 @@ Schema (every file):
                                    ``members`` keeps only archive entries with that prefix.
     layout                         folder under the data root that the loaders read (mmsegmentation's layout)
     benchmarks                     {name: {split, expected_samples, num_classes, has_background,
-                                   reduce_zero_label, ignore_index, protocol, classes, palette}}; ``classes`` are the
-                                   prompt names with index = label value after preparation; ``protocol`` holds the
-                                   evaluation settings (resize, slide window, template, bg_thresh).
+                                   reduce_zero_label, ignore_index, protocol, protocols, classes, palette}};
+                                   ``classes`` are the prompt names with index = label value after preparation;
+                                   ``protocol`` holds the GroupViT/TCL evaluation settings (resize, slide window,
+                                   template, bg_thresh); ``protocols`` the other named protocols' per-set settings
+                                   (``sclip``: resize, window, logit_scale, prob_thd, area_thd and ``class_names``, a
+                                   file under data_manifests/ with one class per line and synonyms after commas).
 Image-text manifests (cc12m, cc3m) add ``list_format`` {header, columns}, ``expected_rows`` and ``img2dataset``.
 Dataset-specific label facts sit at the top level (``raw_id_mapping``, ``unused_map_values``, ...).
 """
@@ -57,6 +60,7 @@ class BenchmarkSpec:
     reduce_zero_label: bool
     ignore_index: int = 255
     protocol: dict[str, Any] = field(default_factory=dict)
+    protocols: dict[str, dict[str, Any]] = field(default_factory=dict)  # other protocols' settings, by name
 
 
 def manifest_dir() -> Path:
@@ -109,4 +113,5 @@ def benchmark_spec(dataset: str, benchmark: str) -> BenchmarkSpec:
         reduce_zero_label=bool(entry.get("reduce_zero_label", False)),
         ignore_index=int(entry.get("ignore_index", 255)),
         protocol=dict(entry.get("protocol") or {}),
+        protocols={str(name): dict(block or {}) for name, block in (entry.get("protocols") or {}).items()},
     )
