@@ -14,15 +14,29 @@ def evaluate(
         help="voc, voc20, context, context59, coco-object, coco-stuff, ade20k, cityscapes, synthetic, imagenet, "
         "or all (every set found under the data root).",
     ),
-    checkpoint: str = typer.Option(
-        ..., "--checkpoint", "-c",
+    checkpoint: str | None = typer.Option(
+        None, "--checkpoint", "-c",
         help="Our folder, a run folder, an official GroupViT .pth, a transformers folder, or a released name.",
     ),
+    model: str | None = typer.Option(
+        None, "--model",
+        help="Instead of a checkpoint: an open_clip model for the training-free methods, openclip:MODEL:TAG "
+        "(e.g. openclip:ViT-B-16:openai; weights via the Hugging Face cache).",
+    ),
+    method: str | None = typer.Option(
+        None, "--method",
+        help="Training-free method for --model: plain, maskclip, sclip, clearclip or naclip. [default: plain]",
+    ),
     data_root: Path = typer.Option(..., "--data-root", help="Folder holding the benchmarks (mmsegmentation layout)."),
-    protocol: str = typer.Option(
-        "groupvit", "--protocol",
+    protocol: str | None = typer.Option(
+        None, "--protocol", show_default=False,
         help="groupvit: NVlabs settings and per-dataset background thresholds (GroupViT-family papers); "
-        "unified: TCL's 8-benchmark settings with one fixed background score.",
+        "unified: TCL's 8-benchmark settings with one fixed background score; sclip: SCLIP's settings (short side "
+        "336, windows 224/112, 80 templates, class names with synonyms, background probability threshold). "
+        "[default: groupvit; sclip with --model]",
+    ),
+    pamr: bool = typer.Option(
+        False, "--pamr/--no-pamr", help="Refine the scores with PAMR, where the protocol's lineage applies it."
     ),
     multi_scale: bool = typer.Option(False, "--multi-scale", help="Average scales 0.5-1.75 (mmseg ratios)."),
     flip: bool = typer.Option(False, "--flip", help="Also average horizontally flipped inputs."),
@@ -43,7 +57,8 @@ def evaluate(
         None, "--cache-dir", help="Named checkpoints' download folder (default $MIXREORG_CACHE or ~/.cache/mixreorg)."
     ),
 ) -> None:
-    """Evaluate a checkpoint: mIoU (segmentation) or top-1/top-5 (imagenet), with every setting recorded."""
+    """Evaluate a checkpoint or a training-free method: mIoU (segmentation) or top-1/top-5 (imagenet), with every
+    setting recorded."""
     from mixreorg.errors import MixreorgError
     from mixreorg.evaluation.report import console_table, write_report
     from mixreorg.evaluation.run import EvalRequest, run_evaluation
@@ -52,7 +67,8 @@ def evaluate(
     if ctx.args:
         raise MixreorgError(f"unexpected arguments: {' '.join(ctx.args)}; see `mixreorg eval --help`")
     request = EvalRequest(
-        dataset=dataset, checkpoint=checkpoint, data_root=str(data_root), protocol=protocol, multi_scale=multi_scale,
+        dataset=dataset, checkpoint=checkpoint, model=model, method=method, pamr=pamr, data_root=str(data_root),
+        protocol=protocol or ("sclip" if model else "groupvit"), multi_scale=multi_scale,
         flip=flip, batch_size=batch_size, gpus=gpus, device=device, precision=precision,
         workers=workers, limit=limit,
         cache_dir=str(cache_dir) if cache_dir else None,

@@ -13,11 +13,20 @@ def segment(
     labels_file: Path | None = typer.Option(
         None, "--labels-file", help="Text file with one label per line; synonyms after commas on its line "
         "('person, person in shirt') are averaged into it."),
-    checkpoint: str = typer.Option(
-        ..., "--checkpoint", "-c",
+    checkpoint: str | None = typer.Option(
+        None, "--checkpoint", "-c",
         help="Checkpoint folder or file (ours, official GroupViT .pth, transformers folder), a released name such "
         "as group_vit_gcc_yfcc_30e, or a Hugging Face Hub model such as nvidia/groupvit-gcc-yfcc (both downloaded "
         "once and cached).",
+    ),
+    model: str | None = typer.Option(
+        None, "--model",
+        help="Instead of a checkpoint: an open_clip model for the training-free methods, openclip:MODEL:TAG "
+        "(e.g. openclip:ViT-B-16:openai; weights via the Hugging Face cache).",
+    ),
+    method: str | None = typer.Option(
+        None, "--method",
+        help="Training-free method for --model: plain, maskclip, sclip, clearclip or naclip. [default: plain]",
     ),
     out: Path = typer.Option(Path("segments"), "--out", "-o", help="Output folder."),
     background_threshold: float | None = typer.Option(
@@ -25,11 +34,15 @@ def segment(
         help="Label pixels 'background' where no label scores at least this (0-1; GroupViT uses 0.95 on VOC). "
         "Off by default: every pixel gets one of your labels.",
     ),
-    protocol: str = typer.Option(
-        "groupvit", "--protocol",
+    protocol: str | None = typer.Option(
+        None, "--protocol", show_default=False,
         help="Evaluation protocol whose settings are used, as `mixreorg eval` applies them to this model: groupvit "
         "(short side 448, window 448, stride 224 for models trained at 224 px; 2x/1x/0.5x the training size for "
-        "the small presets) or unified.",
+        "the small presets), unified, or sclip (short side 336, window 224, stride 112, 80 templates; the "
+        "training-free methods' protocol). [default: groupvit; sclip with --model]",
+    ),
+    pamr: bool = typer.Option(
+        False, "--pamr/--no-pamr", help="Refine the masks with PAMR (where the protocol's lineage applies it)."
     ),
     size: int | None = typer.Option(None, "--size", help="Short side images are resized to (default: the protocol's)."),
     crop: int | None = typer.Option(None, "--crop", help="Sliding-window size (default: the protocol's)."),
@@ -48,8 +61,10 @@ def segment(
         "~/.cache/mixreorg; Hub models use the Hugging Face cache)."
     ),
 ) -> None:
-    """Segment images into the given labels: per image an indexed mask PNG, a picture and a JSON record."""
+    """Segment images into the given labels with a checkpoint or a training-free method: per image an indexed mask
+    PNG, a picture and a JSON record."""
     from mixreorg.errors import MixreorgError
+    from mixreorg.evaluation.run import check_model_choice
     from mixreorg.inference.inputs import (
         check_background_threshold,
         expand_inputs,
@@ -60,6 +75,7 @@ def segment(
     from mixreorg.inference.outputs import check_output_dir, parse_formats, segment_files
     from mixreorg.inference.predictor import Predictor
 
+    check_model_choice(checkpoint, model, method)
     given: list = labels.split(",") if labels.strip() else []
     if labels_file is not None:
         given += read_labels_file(labels_file)
@@ -74,14 +90,17 @@ def segment(
         raise MixreorgError("no images to segment: " + "; ".join(problems))
     new_folder = not out.exists()
     check_output_dir(out)
-    predictor = Predictor.from_checkpoint(
-        checkpoint, device=device, cache_dir=cache_dir, protocol=protocol, size=size, crop=crop, stride=stride,
-        templates=templates, precision=precision, batch_size=batch_size,
-    )
+    options = dict(device=device, protocol=protocol or ("sclip" if model else "groupvit"), size=size, crop=crop,
+                   stride=stride, templates=templates, precision=precision, batch_size=batch_size, pamr=pamr)
+    if model:
+        predictor = Predictor.from_model(model, method or "plain", **options)
+    else:
+        predictor = Predictor.from_checkpoint(checkpoint, cache_dir=cache_dir, **options)
     predictor.set_labels(groups)
     settings = predictor.protocol(background_threshold)
     typer.echo(f"settings: protocol {settings.name}, short side {settings.short_side}, window {settings.crop}, "
-               f"stride {settings.stride}, {precision}, {len(settings.templates)} template(s)", err=True)
+               f"stride {settings.stride}, {precision}, {len(settings.templates)} template(s)"
+               + (", PAMR" if settings.pamr else ""), err=True)
     for problem in problems:
         typer.secho(f"skipped {problem}", err=True, fg=typer.colors.YELLOW)
     failures = len(problems)

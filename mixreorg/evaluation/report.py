@@ -43,9 +43,11 @@ def markdown_table(results: list[dict]) -> str:
 
 def markdown_report(report: dict) -> str:
     """The summary table, the run's settings, and every dataset's per-class IoU."""
-    parts = [f"# mixreorg eval: {report['checkpoint']}", "", markdown_table(report["results"]), ""]
+    subject = report["checkpoint"] or f"{report['model']} ({report.get('method')})"
+    parts = [f"# mixreorg eval: {subject}", "", markdown_table(report["results"]), ""]
     parts.append(
-        f"protocol `{report['protocol']}`, multi-scale {report['multi_scale']}, flip {report['flip']}, "
+        f"protocol `{report['protocol']}`, PAMR {report.get('pamr', False)}, multi-scale {report['multi_scale']}, "
+        f"flip {report['flip']}, "
         f"device {report['device']} x{report['world_size']}, mixreorg {report['mixreorg_version']}, "
         f"{report['created']}"
     )

@@ -1,5 +1,6 @@
-"""``mixreorg eval`` end to end: resolve the checkpoint and datasets, evaluate (here or over N processes
-started with torchrun), and return one report that records every setting."""
+"""``mixreorg eval`` end to end: resolve the model (a checkpoint, or an open_clip model with a training-free method)
+and the datasets, evaluate (here or over N processes started with torchrun), and return one report that records
+every setting."""
 
 from __future__ import annotations
 
@@ -27,9 +28,12 @@ DATASET_CHOICES = SEGMENTATION_SETS + CLASSIFICATION_SETS + ("all",)
 @dataclass
 class EvalRequest:
     dataset: str
-    checkpoint: str
+    checkpoint: str | None
     data_root: str
     protocol: str = "groupvit"
+    model: str | None = None  # openclip:MODEL:TAG, instead of a checkpoint
+    method: str | None = None  # a training-free method for ``model`` (default plain)
+    pamr: bool = False
     multi_scale: bool = False
     flip: bool = False
     batch_size: int = 8
@@ -77,6 +81,9 @@ def choose_datasets(request: EvalRequest) -> tuple[list[str], dict[str, str]]:
         return [request.dataset], {}
     chosen, skipped = [], {}
     for name in SEGMENTATION_SETS + CLASSIFICATION_SETS:
+        if name in CLASSIFICATION_SETS and request.model:
+            skipped[name] = "classification is evaluated for checkpoints only"
+            continue
         try:
             _open(name, request.data_root)
             chosen.append(name)
@@ -104,20 +111,32 @@ def pick_device(name: str, world_size: int, local_rank: int = 0) -> torch.device
     return device
 
 
+def load_backend(request: EvalRequest, device: torch.device):
+    """(backend, model name, checkpoint path or None) for the request's checkpoint or open_clip model."""
+    if request.model:
+        from mixreorg.training_free.backend import TrainingFreeBackend
+
+        backend = TrainingFreeBackend.from_spec(request.model, request.method or "plain", device)
+        return backend, backend.name, None
+    from mixreorg.inference.backend import GroupingBackend
+    from mixreorg.inference.checkpoints import resolve_checkpoint
+    from mixreorg.inference.predictor import load_for_inference
+
+    path = request.checkpoint_path or str(resolve_checkpoint(request.checkpoint, cache_dir=request.cache_dir))
+    model, config = load_for_inference(path)
+    return GroupingBackend(model).to(device), config.model.name, path
+
+
 def evaluate_here(request: EvalRequest, rank: int = 0, world_size: int = 1, local_rank: int = 0) -> dict:
     """Run every chosen set in this process (one rank of ``world_size``); the report is complete on every rank."""
     from mixreorg.evaluation.classification import evaluate_classification
     from mixreorg.evaluation.protocols import resolve_protocol
     from mixreorg.evaluation.segmentation import evaluate_segmentation
-    from mixreorg.inference.checkpoints import resolve_checkpoint
-    from mixreorg.inference.predictor import load_for_inference
     from mixreorg.utils.environment import device_name
 
     device = pick_device(request.device, world_size, local_rank)
     datasets, skipped = (request.datasets, {}) if request.datasets else choose_datasets(request)
-    path = request.checkpoint_path or str(resolve_checkpoint(request.checkpoint, cache_dir=request.cache_dir))
-    model, config = load_for_inference(path)
-    model = model.to(device)
+    backend, model_name, path = load_backend(request, device)
     results = []
     workers = default_workers(world_size) if request.workers is None else request.workers
     common = dict(device=device, batch_size=request.batch_size, workers=workers, limit=request.limit,
@@ -125,18 +144,22 @@ def evaluate_here(request: EvalRequest, rank: int = 0, world_size: int = 1, loca
     for name in datasets:
         benchmark = _open(name, request.data_root)
         if name in CLASSIFICATION_SETS:
-            result = evaluate_classification(model, benchmark, **common)
+            result = evaluate_classification(backend.model, benchmark, **common)
         else:
             protocol = resolve_protocol(
                 request.protocol,
                 name,
                 benchmark.has_background,
-                model.cfg.vision.image_size,
+                backend.image_size,
                 multi_scale=request.multi_scale,
                 flip=request.flip,
                 published_threshold=benchmark.protocol.get("bg_thresh"),
+                pamr=request.pamr,
+                settings=getattr(benchmark, "protocols", {}).get(request.protocol),
+                mean=backend.mean,
+                std=backend.std,
             )
-            result = evaluate_segmentation(model, benchmark, protocol, precision=request.precision, **common)
+            result = evaluate_segmentation(backend, benchmark, protocol, precision=request.precision, **common)
         results.append(result.as_dict())
     from mixreorg import __version__
 
@@ -144,9 +167,11 @@ def evaluate_here(request: EvalRequest, rank: int = 0, world_size: int = 1, loca
         "mixreorg_version": __version__,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "checkpoint": request.checkpoint,
-        "checkpoint_path": str(path),
-        "model": config.model.name,
+        "checkpoint_path": str(path) if path else None,
+        "model": model_name,
+        "method": (request.method or "plain") if request.model else None,
         "protocol": request.protocol,
+        "pamr": request.pamr,
         "multi_scale": request.multi_scale,
         "flip": request.flip,
         "batch_size": request.batch_size,
@@ -166,9 +191,15 @@ def launch_distributed(request: EvalRequest) -> dict:
 
     datasets, skipped = choose_datasets(request)
     # Download (if named) once here, so the ranks do not race for the same cache file.
-    path = resolve_checkpoint(request.checkpoint, cache_dir=request.cache_dir)
+    if request.model:
+        from mixreorg.training_free.backend import TrainingFreeBackend
+
+        TrainingFreeBackend.from_spec(request.model, request.method or "plain")  # weights into the Hub cache
+        path = None
+    else:
+        path = str(resolve_checkpoint(request.checkpoint, cache_dir=request.cache_dir))
     with tempfile.TemporaryDirectory(prefix="mixreorg-eval-") as tmp:
-        job = dataclasses.replace(request, checkpoint_path=str(path), datasets=datasets)
+        job = dataclasses.replace(request, checkpoint_path=path, datasets=datasets)
         request_file, report_file = Path(tmp) / "request.json", Path(tmp) / "report.json"
         request_file.write_text(json.dumps({"request": dataclasses.asdict(job), "report_path": str(report_file)}))
         command = [
@@ -188,9 +219,29 @@ def launch_distributed(request: EvalRequest) -> dict:
     return report
 
 
+def check_model_choice(checkpoint: str | None, model: str | None, method: str | None) -> None:
+    """Exactly one of a checkpoint and an open_clip model; a method only with a model; names checked early."""
+    if bool(checkpoint) == bool(model):
+        raise MixreorgError("give either --checkpoint (a GroupViT/MixReorg model) or --model (an open_clip model such "
+                            "as openclip:ViT-B-16:openai for the training-free methods), not " +
+                            ("both" if checkpoint else "neither"))
+    if method and not model:
+        raise MixreorgError(f"--method {method} applies to --model (an open_clip model, e.g. "
+                            "openclip:ViT-B-16:openai); a checkpoint is segmented by its own grouping")
+    if model:
+        from mixreorg.training_free import get_method, parse_model_spec
+
+        get_method(method or "plain")
+        parse_model_spec(model)
+
+
 def run_evaluation(request: EvalRequest) -> dict:
     from mixreorg.evaluation.protocols import PROTOCOL_NAMES
 
+    check_model_choice(request.checkpoint, request.model, request.method)
+    if request.model and request.dataset in CLASSIFICATION_SETS:
+        raise MixreorgError(f"--dataset {request.dataset} is classification; the training-free methods are evaluated "
+                            "on the segmentation sets (or --dataset all, which then skips it)")
     if request.protocol not in PROTOCOL_NAMES:
         raise MixreorgError(f"unknown protocol '{request.protocol}'; choose one of: {', '.join(PROTOCOL_NAMES)}")
     if request.gpus < 1:

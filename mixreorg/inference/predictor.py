@@ -1,18 +1,21 @@
-"""The user-facing predictor: load a checkpoint once, segment any number of images with any labels.
+"""The user-facing predictor: load a model once, segment any number of images with any labels.
 
     from mixreorg import Predictor
 
     predictor = Predictor.from_checkpoint("group_vit_gcc_yfcc_30e")
+    # or a training-free method on a pretrained CLIP:
+    # predictor = Predictor.from_model("openclip:ViT-B-16:openai", method="naclip", protocol="sclip")
     predictor.set_labels(["cat", "dog", "sky"])        # embedded once, reused by every predict
     result = predictor.predict("photo.jpg")            # or a PIL image, array, tensor, or a list of them
     result.label_map, result.present, result.ranking()
     result.save("out/")                                # mask PNG, picture, JSON; result.overlay() is the picture
 
 Images are resized and scored with the sliding window of the named evaluation protocol as it applies to this
-model (``mixreorg.evaluation.protocols.resolve_protocol`` with ``dataset=IMAGES``), so ``predict`` computes what
-``mixreorg eval`` computes; ``size``, ``crop``, ``stride`` and ``templates`` override it. Scores are brought
-back to the original resolution a few rows at a time, so large photos never need a full-resolution
-[labels, H, W] tensor (unless ``return_probs=True`` asks for exactly that).
+model (``mixreorg.evaluation.protocols.resolve_protocol`` with ``dataset=IMAGES``) and read out as the protocol
+reads them (``mixreorg.evaluation.readout``), so ``predict`` computes what ``mixreorg eval`` computes; ``size``,
+``crop``, ``stride``, ``templates`` and ``pamr`` override it. Under groupvit and unified, scores are brought back to
+the original resolution a few rows at a time, so large photos never need a full-resolution [labels, H, W] tensor
+(unless ``return_probs=True`` asks for exactly that); sclip's readout works at the original size.
 """
 
 from __future__ import annotations
@@ -22,13 +25,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from mixreorg.errors import MixreorgError
 from mixreorg.evaluation.protocols import IMAGES, Protocol, resolve_protocol
+from mixreorg.evaluation.readout import make_readout
 from mixreorg.evaluation.segmentation import slide_settings
-from mixreorg.evaluation.sliding import resize_argmax, score_images
-from mixreorg.inference.backend import DenseBackend, GroupingBackend, check_precision
+from mixreorg.evaluation.sliding import score_images
+from mixreorg.inference.backend import DenseBackend, as_backend, check_precision
 from mixreorg.inference.inputs import (
     BACKGROUND,
     ImageLike,
@@ -78,9 +81,10 @@ class Predictor:
         precision: str = "fp32",
         batch_size: int = 4,
         checkpoint: str = "",
+        pamr: bool = False,
     ) -> None:
         self.device = resolve_device(device) if isinstance(device, str) else device
-        self.backend = GroupingBackend(model) if isinstance(model, torch.nn.Module) else model
+        self.backend = as_backend(model)
         self.backend.to(self.device)
         self.precision = precision
         check_precision(precision, self.device)
@@ -88,7 +92,7 @@ class Predictor:
             raise MixreorgError("batch_size must be at least 1")
         self.batch_size = batch_size
         self.checkpoint = checkpoint
-        self._overrides = dict(short_side=size, crop=crop, stride=stride, templates=templates)
+        self._overrides = dict(short_side=size, crop=crop, stride=stride, templates=templates, pamr=pamr)
         self.protocol_name = protocol
         self.templates = self.protocol().templates  # validates the protocol and every override now
         self._groups: list[tuple[str, ...]] = []
@@ -103,6 +107,17 @@ class Predictor:
         model, _ = load_for_inference(checkpoint, cache_dir)
         return cls(model, device=device, checkpoint=str(checkpoint), **kwargs)
 
+    @classmethod
+    def from_model(cls, model: str, method: str = "plain", device: str = "auto", **kwargs) -> Predictor:
+        """A training-free ``method`` (plain, maskclip, sclip, clearclip, naclip) on an open_clip model named
+        ``openclip:MODEL:TAG`` (weights through open_clip and the Hugging Face cache). ``kwargs`` go to the
+        constructor (protocol, size, crop, pamr, precision, ...); the default protocol is sclip, the methods' own."""
+        from mixreorg.training_free.backend import TrainingFreeBackend
+
+        kwargs.setdefault("protocol", "sclip")
+        target = resolve_device(device)
+        return cls(TrainingFreeBackend.from_spec(model, method, target), device=target, **kwargs)
+
     @property
     def model(self) -> torch.nn.Module:
         return self.backend.model
@@ -114,14 +129,15 @@ class Predictor:
     def protocol(self, background_threshold: float | None = None) -> Protocol:
         """The settings ``predict`` runs with (those of ``mixreorg eval``'s protocol for this model)."""
         return resolve_protocol(self.protocol_name, IMAGES, background_threshold is not None, self.backend.image_size,
-                                background_score=background_threshold, **self._overrides)
+                                background_score=background_threshold, mean=self.backend.mean, std=self.backend.std,
+                                **self._overrides)
 
     def set_labels(self, labels: LabelsLike) -> None:
         """Embed the labels once; later ``predict`` calls with the same labels reuse the embeddings. A label may be
         a tuple of synonyms, ('person', 'person in shirt'): their embeddings are averaged, the first names it."""
         groups = label_groups(labels)
         if groups != self._groups or self._embeddings is None:
-            self._embeddings = self.backend.encode_labels(groups, self.templates)
+            self._embeddings = self.backend.encode_labels(groups, self.templates, self.protocol().synonyms)
             self._groups = groups
 
     @property
@@ -131,7 +147,9 @@ class Predictor:
     def settings(self, protocol: Protocol) -> dict:
         """What a result records about how it was made."""
         synonyms = {group[0]: list(group[1:]) for group in self._groups if len(group) > 1}
-        return {"checkpoint": self.checkpoint, "precision": self.precision, "protocol": protocol.as_dict(),
+        method = getattr(self.backend, "method", None)
+        source = {"model": self.backend.name, "method": method.name} if method else {"checkpoint": self.checkpoint}
+        return {**source, "precision": self.precision, "protocol": protocol.as_dict(),
                 **({"synonyms": synonyms} if synonyms else {})}
 
     @torch.no_grad()
@@ -159,14 +177,17 @@ class Predictor:
             return []
         protocol = self.protocol(background_threshold)
         scorer = self.backend.crop_scorer(self._embeddings, protocol, self.precision)
+        readout = make_readout(protocol, self._groups, added_background=True)
         settings = slide_settings(protocol, self.batch_size)
         names = ([BACKGROUND] if background_threshold is not None else []) + self._labels
         results = []
         for start in range(0, len(rgbs), self.batch_size):  # a chunk's windows share forward passes
             chunk = rgbs[start : start + self.batch_size]
             on_device = [torch.from_numpy(rgb).to(self.device) for rgb in chunk]
-            for rgb, scores in zip(chunk, score_images(on_device, scorer, settings), strict=True):
-                results.append(self._result(rgb, scores, names, background_threshold is not None, return_probs))
+            scores, workings = score_images(on_device, scorer, settings, return_inputs=True)
+            for rgb, score, working in zip(chunk, scores, workings, strict=True):
+                results.append(self._result(rgb, score, working, readout, names, background_threshold is not None,
+                                            return_probs))
                 results[-1].settings = self.settings(protocol)
         for result, source in zip(results, inputs, strict=True):
             if isinstance(source, (str, Path)):
@@ -174,20 +195,22 @@ class Predictor:
         return results if batch else results[0]
 
     @staticmethod
-    def _result(rgb: np.ndarray, scores: torch.Tensor, names: list[str], has_background: bool,
-                return_probs: bool) -> Segmentation:
-        size = rgb.shape[:2]
+    def _result(rgb: np.ndarray, scores: torch.Tensor, working: torch.Tensor, readout, names: list[str],
+                has_background: bool, return_probs: bool) -> Segmentation:
+        """``scores``: the window-averaged [K, h, w] scores of the [3, h, w] ``working`` input."""
+        size = tuple(rgb.shape[:2])
         probs = None
         if return_probs:
-            probs = F.interpolate(scores[None], size=size, mode="bilinear", align_corners=False)[0]
-            label_map = probs.max(dim=0).indices
+            probs = readout.label_scores(scores, working, size)
+            label_map = probs.max(dim=0).indices  # your own pictures have no area threshold: the argmax decides
         else:
-            label_map = resize_argmax(scores, size)
+            label_map = readout.label_map(scores, working, size)
+        per_label = readout.pointwise(scores)  # [labels, h, w] at the working size, for the rankings
         return Segmentation(
             label_map=label_map.cpu().numpy().astype(np.uint8 if len(names) <= 256 else np.uint16),
             labels=names,
-            scores=_label_confidence(scores),
-            label_scores=scores.flatten(1).max(dim=1).values.cpu().numpy(),
+            scores=_label_confidence(per_label),
+            label_scores=per_label.flatten(1).max(dim=1).values.cpu().numpy(),
             has_background=has_background,
             image=rgb,
             probs=None if probs is None else probs.cpu().numpy(),
