@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-CPU = ["bench_data.py", "bench_encoder.py", "bench_train.py", "bench_eval.py", "bench_segment.py"]
+CPU = ["bench_data.py", "bench_encoder.py", "bench_train.py", "bench_eval.py", "bench_segment.py",
+       "bench_training_free.py"]
 GPU = [["bench_train.py", "--device", "cuda"], ["bench_eval.py", "--gpu"]]
 
 

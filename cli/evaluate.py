@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from mixreorg.cli.options import method_option, model_option, pamr_option
 
 
 def evaluate(
@@ -18,15 +19,8 @@ def evaluate(
         None, "--checkpoint", "-c",
         help="Our folder, a run folder, an official GroupViT .pth, a transformers folder, or a released name.",
     ),
-    model: str | None = typer.Option(
-        None, "--model",
-        help="Instead of a checkpoint: an open_clip model for the training-free methods, openclip:MODEL:TAG "
-        "(e.g. openclip:ViT-B-16:openai; weights via the Hugging Face cache).",
-    ),
-    method: str | None = typer.Option(
-        None, "--method",
-        help="Training-free method for --model: plain, maskclip, sclip, clearclip or naclip. [default: plain]",
-    ),
+    model: str | None = model_option(),
+    method: str | None = method_option(),
     data_root: Path = typer.Option(..., "--data-root", help="Folder holding the benchmarks (mmsegmentation layout)."),
     protocol: str | None = typer.Option(
         None, "--protocol", show_default=False,
@@ -35,9 +29,7 @@ def evaluate(
         "336, windows 224/112, 80 templates, class names with synonyms, background probability threshold). "
         "[default: groupvit; sclip with --model]",
     ),
-    pamr: bool = typer.Option(
-        False, "--pamr/--no-pamr", help="Refine the scores with PAMR, where the protocol's lineage applies it."
-    ),
+    pamr: bool = pamr_option(),
     multi_scale: bool = typer.Option(False, "--multi-scale", help="Average scales 0.5-1.75 (mmseg ratios)."),
     flip: bool = typer.Option(False, "--flip", help="Also average horizontally flipped inputs."),
     batch_size: int = typer.Option(8, "--batch-size", "-b", help="Images per step and windows per forward pass."),

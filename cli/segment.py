@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from mixreorg.cli.options import method_option, model_option, pamr_option
 
 
 def segment(
@@ -19,15 +20,8 @@ def segment(
         "as group_vit_gcc_yfcc_30e, or a Hugging Face Hub model such as nvidia/groupvit-gcc-yfcc (both downloaded "
         "once and cached).",
     ),
-    model: str | None = typer.Option(
-        None, "--model",
-        help="Instead of a checkpoint: an open_clip model for the training-free methods, openclip:MODEL:TAG "
-        "(e.g. openclip:ViT-B-16:openai; weights via the Hugging Face cache).",
-    ),
-    method: str | None = typer.Option(
-        None, "--method",
-        help="Training-free method for --model: plain, maskclip, sclip, clearclip or naclip. [default: plain]",
-    ),
+    model: str | None = model_option(),
+    method: str | None = method_option(),
     out: Path = typer.Option(Path("segments"), "--out", "-o", help="Output folder."),
     background_threshold: float | None = typer.Option(
         None, "--background-threshold",
@@ -41,9 +35,7 @@ def segment(
         "the small presets), unified, or sclip (short side 336, window 224, stride 112, 80 templates; the "
         "training-free methods' protocol). [default: groupvit; sclip with --model]",
     ),
-    pamr: bool = typer.Option(
-        False, "--pamr/--no-pamr", help="Refine the masks with PAMR (where the protocol's lineage applies it)."
-    ),
+    pamr: bool = pamr_option(),
     size: int | None = typer.Option(None, "--size", help="Short side images are resized to (default: the protocol's)."),
     crop: int | None = typer.Option(None, "--crop", help="Sliding-window size (default: the protocol's)."),
     stride: int | None = typer.Option(None, "--stride", help="Sliding-window step (default: half the window)."),
