@@ -87,16 +87,30 @@ def test_eval_runs_every_set_under_the_sclip_protocol_with_the_manifests_setting
     assert by_name["voc"]["metrics"]["miou"] == pytest.approx(expected)
 
 
-def test_a_checkpoint_runs_the_same_sclip_protocol(data_root, tmp_path, monkeypatch, capsys):
+def test_checkpoints_and_methods_share_every_protocol_with_pamr(data_root, spec, tmp_path, monkeypatch, capsys):
+    """A GroupViT checkpoint under sclip, and a method under unified and groupvit, each with PAMR where that
+    protocol's lineage puts it (per window for unified and groupvit)."""
     checkpoint = save_model(tmp_path / "tiny")
-    out = tmp_path / "groupvit.json"
-    code, _, stderr = run_cli(["eval", "-d", "voc", "-c", str(checkpoint), "--protocol", "sclip", "--data-root",
-                               str(data_root), "--device", "cpu", "--out", str(out), "--workers", "0"],
-                              monkeypatch, capsys)
-    assert code == 0, stderr
-    settings = json.loads(out.read_text())["results"][0]["settings"]
+    base = ["eval", "-d", "voc", "--data-root", str(data_root), "--device", "cpu", "--workers", "0", "--limit", "1"]
+    runs = {"groupvit-sclip": ["-c", str(checkpoint), "--protocol", "sclip"],
+            "method-unified": ["--model", spec, "--method", "clearclip", "--protocol", "unified", "--pamr"],
+            "method-groupvit": ["--model", spec, "--method", "sclip", "--protocol", "groupvit", "--pamr"],
+            "groupvit-unified": ["-c", str(checkpoint), "--protocol", "unified", "--pamr"]}
+    found = {}
+    for name, extra in runs.items():
+        out = tmp_path / f"{name}.json"
+        code, _, stderr = run_cli(base + extra + ["--out", str(out)], monkeypatch, capsys)
+        assert code == 0, (name, stderr)
+        found[name] = json.loads(out.read_text())["results"][0]
+        assert 0 <= found[name]["metrics"]["miou"] <= 100
+    settings = found["groupvit-sclip"]["settings"]
     assert (settings["readout"], settings["logit_scale"], settings["short_side"]) == ("softmax", 65.0, 336)
     assert settings["class_names"] == "class_names/voc.txt" and len(settings["templates"]) == 80
+    for name in ("method-unified", "groupvit-unified"):
+        settings = found[name]["settings"]
+        assert (settings["background"], settings["background_score"], settings["pamr_stage"]) == (
+            "constant", 0.4, "window")
+    assert found["method-groupvit"]["settings"]["background_score"] == 0.95  # the manifest's GroupViT threshold
 
 
 def test_methods_differ_and_predictor_gives_evals_maps(data_root, spec):
