@@ -29,8 +29,6 @@ def resize(scores: Tensor, size: tuple[int, int]) -> Tensor:
 class WindowReadout:
     """The windows' scores are the labels' scores (background, if any, is channel 0 already)."""
 
-    gives_probabilities = False
-
     def pointwise(self, scores: Tensor) -> Tensor:
         return scores
 
@@ -51,8 +49,6 @@ class WindowReadout:
 class SoftmaxReadout:
     """SCLIP's post-processing. ``owners[q]`` is the label of name q; ``background``: "none", "named" (label 0 has
     names of its own, as VOC21's stuff words) or "added" (label 0 is added, scored by the threshold only)."""
-
-    gives_probabilities = True
 
     def __init__(self, owners: Sequence[int], logit_scale: float, background: str = "none",
                  threshold: float | None = None, area_threshold: float | None = None,
