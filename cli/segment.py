@@ -25,7 +25,8 @@ def segment(
     out: Path = typer.Option(Path("segments"), "--out", "-o", help="Output folder."),
     background_threshold: float | None = typer.Option(
         None, "--background-threshold",
-        help="Label pixels 'background' where no label scores at least this (0-1; GroupViT uses 0.95 on VOC). "
+        help="Label pixels 'background' where no label scores at least this (0-1; GroupViT uses 0.95 on VOC, "
+        "the sclip protocol 0.1). "
         "Off by default: every pixel gets one of your labels.",
     ),
     protocol: str | None = typer.Option(
