@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from learning_groups import group_figure, grouping, grouping_floors, kmeans_colours, object_ids
+from learning_groups import group_figure, grouping, grouping_floors, kmeans_colours
 from learning_report import write_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,25 +37,31 @@ WORK = ROOT / "benchmarks" / "work"
 
 # The two methods at each scale: (GroupViT preset, MixReorg preset).
 SCALES = {"tiny": ("tiny_groupvit", "tiny"), "vits16": ("groupvit_vits16", "mixreorg_vits16")}
-# name -> (method, overrides). The paper's Table 6 ablations remove one MixReorg part each; the readings change
-# one choice the paper leaves open (README, Decisions); the rest are not in the paper.
-VARIANTS: dict[str, tuple[str, list[str]]] = {
-    "groupvit": ("groupvit", []),
-    "mixreorg": ("mixreorg", []),
-    "mixreorg_no_contextual": ("mixreorg", ["model.vision.contextual_layers=0"]),
-    "mixreorg_no_progressive": ("mixreorg", ["model.mixing.progressive_layers=0"]),
-    "mixreorg_no_restoration": ("mixreorg", ["loss.restoration_weight=0"]),
-    "mixreorg_no_segmentation": ("mixreorg", ["loss.segmentation_weight=0"]),
-    "mixreorg_progressive_average": ("mixreorg", ["model.mixing.progressive_mode=average"]),
-    "mixreorg_progressive_detach": ("mixreorg", ["model.mixing.progressive_detach=true"]),
-    "mixreorg_seg_hard": ("mixreorg", ["model.mixing.seg_attention=hard"]),
-    "mixreorg_seg_detach": ("mixreorg", ["model.mixing.seg_attention_detach=true"]),
-    "mixreorg_seg_temperature": ("mixreorg", ["model.segmentation_temperature=own"]),
-    "mixreorg_segment_running_norm": ("mixreorg", ["model.mixing.segment_norm=running"]),
-    "groupvit_contextual": ("groupvit", ["model.vision.contextual_layers=1"]),
-    "mixreorg_group_texts": ("mixreorg", ["loss.segmentation_texts=group"]),
-    "groupvit_same_word": ("groupvit", ["loss.multi_label_positives=same_word"]),
-    "mixreorg_same_word": ("mixreorg", ["loss.multi_label_positives=same_word"]),
+# name -> (method, overrides, the row it is compared with). The paper's Table 6 ablations remove one MixReorg part
+# each; the readings change one choice the paper leaves open (README, Decisions); the rest are not in the paper.
+VARIANTS: dict[str, tuple[str, list[str], str]] = {
+    "groupvit": ("groupvit", [], ""),
+    "mixreorg": ("mixreorg", [], "groupvit"),
+    "mixreorg_no_contextual": ("mixreorg", ["model.vision.contextual_layers=0"], "mixreorg"),
+    "mixreorg_no_progressive": ("mixreorg", ["model.mixing.progressive_layers=0"], "mixreorg"),
+    "mixreorg_no_restoration": ("mixreorg", ["loss.restoration_weight=0"], "mixreorg"),
+    "mixreorg_no_segmentation": ("mixreorg", ["loss.segmentation_weight=0"], "mixreorg"),
+    "mixreorg_seg_attached": ("mixreorg", ["model.mixing.seg_attention_detach=false"], "mixreorg"),
+    "mixreorg_progressive_average": ("mixreorg", ["model.mixing.progressive_mode=average"], "mixreorg"),
+    "mixreorg_progressive_detach": ("mixreorg", ["model.mixing.progressive_detach=true"], "mixreorg"),
+    "mixreorg_seg_hard": ("mixreorg", ["model.mixing.seg_attention=hard"], "mixreorg"),
+    "mixreorg_seg_temperature": ("mixreorg", ["model.segmentation_temperature=own"], "mixreorg"),
+    # GroupViT's Linear-BatchNorm-ReLU-Linear projector instead of the tiny presets' linear one; the running-norm
+    # reading only exists with a BatchNorm.
+    "groupvit_bn_projector": ("groupvit", ["model.projection.num_layers=2"], "groupvit"),
+    "mixreorg_bn_projector": ("mixreorg", ["model.projection.num_layers=2"], "mixreorg"),
+    "mixreorg_bn_projector_running_norm": (
+        "mixreorg", ["model.projection.num_layers=2", "model.mixing.segment_norm=running"], "mixreorg_bn_projector"
+    ),
+    "groupvit_contextual": ("groupvit", ["model.vision.contextual_layers=1"], "groupvit"),
+    "mixreorg_group_texts": ("mixreorg", ["loss.segmentation_texts=group"], "mixreorg"),
+    "groupvit_same_word": ("groupvit", ["loss.multi_label_positives=same_word"], "groupvit"),
+    "mixreorg_same_word": ("mixreorg", ["loss.multi_label_positives=same_word"], "mixreorg"),
 }
 
 
@@ -71,8 +77,6 @@ def corpus(world: str, train_size: int, eval_size: int, image_size: int) -> Path
 
 def evaluate(model, data: Path, device) -> dict:
     """Naming (mIoU; object and background classes apart) and grouping of one model on the held-out set."""
-    import statistics
-
     from mixreorg.data.benchmarks import get_benchmark
     from mixreorg.evaluation.protocols import resolve_protocol
     from mixreorg.evaluation.segmentation import evaluate_segmentation
@@ -84,13 +88,10 @@ def evaluate(model, data: Path, device) -> dict:
     result = evaluate_segmentation(model.eval(), benchmark, protocol, device, batch_size=8, workers=0,
                                    progress=False)
     per_class = result.metrics["per_class_iou"]
-    objects = object_ids(benchmark)
     return {
         "mIoU": result.metrics["miou"],
-        "objects": statistics.fmean(per_class[benchmark.classes[i]] for i in objects),
-        "backgrounds": statistics.fmean(
-            per_class[name] for i, name in enumerate(benchmark.classes) if i not in objects
-        ),
+        "objects": result.metrics["objects_miou"],
+        "backgrounds": result.metrics["backgrounds_miou"],
         "per_class": per_class,
         "grouping": grouping(model, benchmark),
     }
@@ -178,11 +179,12 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--world", default="appearance", choices=("appearance", "shapes"))
     parser.add_argument("--scale", default="tiny", choices=list(SCALES))
-    parser.add_argument("--steps", type=int, default=2500, help="optimizer steps per run")
+    parser.add_argument("--steps", type=int, default=1500, help="optimizer steps per run")
     parser.add_argument("--minutes", type=float, default=0.0,
                         help="instead of --steps: as many steps as this many minutes of training allow (timed on a "
                         "short calibration run of each method)")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds-of", nargs="*", default=[], metavar="VARIANT=N", help="more seeds for some rows")
     parser.add_argument("--variants", nargs="+", default=["groupvit", "mixreorg"], choices=list(VARIANTS))
     parser.add_argument("--train-size", type=int, default=20000)
     parser.add_argument("--eval-size", type=int, default=300)
@@ -190,7 +192,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for every run")
     parser.add_argument("--jobs", type=int, default=1, help="trainings at once (each with --threads threads)")
     parser.add_argument("--threads", type=int, default=0, help="threads per training (default: cores / jobs)")
-    parser.add_argument("--eval-every", type=int, default=0, help="steps between mIoU points (default steps/4)")
+    parser.add_argument("--eval-every", type=int, default=0,
+                        help="steps between evaluations during training (mIoU curves; default none)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--name", default="", help="results file stem")
     parser.add_argument("--note", default="", help="a sentence for the report, e.g. how runs shared the machine")
@@ -231,18 +234,24 @@ def main() -> None:
     steps = {method: args.steps for method in presets}
     if args.minutes:
         steps = {m: calibrated_steps(p, args.set, data, args.minutes, threads) for m, p in presets.items()}
+    seeds = {variant: args.seeds for variant in args.variants}
+    seeds.update({name: int(count) for name, count in (item.split("=") for item in args.seeds_of)})
     jobs = []
-    for variant in args.variants:
-        method, overrides = VARIANTS[variant]
-        every = args.eval_every or max(steps[method] // 4, 1)
-        run_overrides = [*args.set, *overrides, f"train.max_steps={steps[method]}",
-                         f"train.save_every={steps[method]}", f"train.eval_every={every}",
-                         "train.eval_dataset=synthetic", f"train.eval_data_root={data}"]
-        for seed in range(args.seeds):
+    # Seed by seed, so that a partial look (runs are kept and reused) already covers every row.
+    for seed in range(max(seeds.values())):
+        for variant in args.variants:
+            if seed >= seeds[variant]:
+                continue
+            method, overrides, _ = VARIANTS[variant]
+            run_overrides = [*args.set, *overrides, f"train.max_steps={steps[method]}", f"train.seed={seed}",
+                             f"train.save_every={steps[method]}"]
+            if args.eval_every:
+                run_overrides += [f"train.eval_every={args.eval_every}", "train.eval_dataset=synthetic",
+                                  f"train.eval_data_root={data}"]
             run = WORK / "runs" / f"{args.world}_{args.scale}_{variant}_seed{seed}_{steps[method]}"
             if args.set:
                 run = run.with_name(run.name + "_" + "_".join(s.replace("=", "-") for s in args.set))
-            jobs.append((variant, seed, run, presets[method], [*run_overrides, f"train.seed={seed}"]))
+            jobs.append((variant, seed, run, presets[method], run_overrides))
     with ThreadPoolExecutor(args.jobs) as pool:
         timings = list(pool.map(lambda job: train_run(job[2], job[3], job[4], data, threads), jobs))
     results: dict[str, dict] = {}
@@ -271,6 +280,7 @@ def main() -> None:
         "eval_images": len(benchmark),
         "results": results,
         "grouping_floors": grouping_floors(benchmark),
+        "comparisons": [[name, VARIANTS[name][2]] for name in results if name in VARIANTS and VARIANTS[name][2]],
         "note": args.note,
     }
     stem = args.name or f"learning_{args.world}_{tag}"

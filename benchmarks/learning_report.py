@@ -75,18 +75,6 @@ def verdict_rows(results: dict, pairs: list[tuple[str, str]]) -> list[str]:
     return lines
 
 
-def comparison_pairs(results: dict) -> list[tuple[str, str]]:
-    """MixReorg against GroupViT, then every other MixReorg row against MixReorg, every GroupViT row against
-    GroupViT."""
-    pairs = [("mixreorg", "groupvit")]
-    for name in results:
-        if name.startswith("mixreorg_"):
-            pairs.append((name, "mixreorg"))
-        elif name.startswith("groupvit_"):
-            pairs.append((name, "groupvit"))
-    return pairs
-
-
 def write_report(record: dict) -> str:
     """The markdown report of a results record: naming and grouping per variant, then the verdict."""
     lines = [
@@ -111,7 +99,7 @@ def write_report(record: dict) -> str:
         minutes = [r["seconds"] / 60 for r in entry["runs"] if "seconds" in r]
         cells = [mean_sd(_values(entry, key), digits) for key, _, digits in NAMING + GROUPING]
         lines.append(f"| {name} | {len(entry['runs'])} | {mean_sd(minutes)} | {' | '.join(cells)} |")
-    verdict = verdict_rows(record["results"], comparison_pairs(record["results"]))
+    verdict = verdict_rows(record["results"], [tuple(pair) for pair in record.get("comparisons", [])])
     if verdict:
         lines += [
             "",

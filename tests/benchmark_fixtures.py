@@ -272,7 +272,7 @@ def make_synthetic(root: Path) -> Fixture:
         fx.raw[sample] = raw
         fx.expected["synthetic"][sample] = raw
     meta = {"classes": SYNTHETIC_CLASSES, "palette": [[200, 30, 30], [30, 30, 200], [220, 200, 150]],
-            "has_background": False, "ignore_index": 255, "num_images": len(ids)}
+            "has_background": False, "ignore_index": 255, "num_images": len(ids), "objects": SYNTHETIC_CLASSES[:2]}
     (folder / "classes.json").write_text(json.dumps(meta))
     return fx
 

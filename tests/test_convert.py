@@ -30,7 +30,9 @@ from mixreorg.config import load_config
 from mixreorg.errors import MixreorgError
 from mixreorg.model import build_model
 
-SMALL = ["model.text.vocab_size=512"]
+# A small vocabulary, and GroupViT's Linear-BatchNorm-ReLU-Linear projector (transformers' GroupViT has only
+# that one; the tiny presets use a linear projector).
+SMALL = ["model.text.vocab_size=512", "model.projection.num_layers=2"]
 
 
 

@@ -147,7 +147,7 @@ def test_two_processes_with_torchrun_match_one(checkpoint, tmp_path, monkeypatch
     The data root holds only the synthetic set, so `all` also reports what it skipped and why."""
     fixtures.make_synthetic(tmp_path / "data" / "synthetic")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    code, _, stderr = run_cli(
+    code, stdout, stderr = run_cli(
         ["eval", "-d", "all", "-c", str(checkpoint), "--data-root", str(tmp_path / "data"), "--device", "cpu",
          "--workers", "1", "--gpus", "2", "--out", str(tmp_path / "two.json")], monkeypatch, capsys)
     assert code == 0, stderr
@@ -164,3 +164,9 @@ def test_two_processes_with_torchrun_match_one(checkpoint, tmp_path, monkeypatch
     one = evaluate_segmentation(model, benchmark, protocol, torch.device("cpu"), workers=0, progress=False)
     assert two["results"][0]["num_images"] == one.num_images == 2
     assert two["results"][0]["metrics"] == one.metrics  # summed confusion matrices: the same numbers
+    # The synthetic set names its object classes: their mIoU and the backgrounds' are reported apart.
+    per_class = one.metrics["per_class_iou"]
+    objects = [per_class[name] for name in ("red circle", "blue square") if per_class[name] is not None]
+    assert one.metrics["objects_miou"] == pytest.approx(sum(objects) / len(objects))
+    assert one.metrics["backgrounds_miou"] == pytest.approx(per_class["sand"])
+    assert "objects mIoU" in stdout

@@ -24,17 +24,21 @@ from cli_runner import run_cli  # noqa: E402
 from local_hub import serve_hub  # noqa: E402
 
 
+# transformers' GroupViT has GroupViT's Linear-BatchNorm-ReLU-Linear projector, not the tiny presets' linear one.
+HF_PROJECTOR = ["model.projection.num_layers=2"]
+
+
 @pytest.fixture(scope="module")
 def groupvit():
     torch.manual_seed(0)
-    return build_model(load_config("tiny_groupvit")).eval()
+    return build_model(load_config("tiny_groupvit", HF_PROJECTOR)).eval()
 
 
 @pytest.fixture(scope="module")
 def hub_root(tmp_path_factory, groupvit):
     """Three repositories: ours (a run's model folder), a transformers export, and one with sharded .bin weights."""
     root = tmp_path_factory.mktemp("hub")
-    save_pretrained(groupvit, load_config("tiny_groupvit"), root / "lab" / "tiny-ours")
+    save_pretrained(groupvit, load_config("tiny_groupvit", HF_PROJECTOR), root / "lab" / "tiny-ours")
     convert_checkpoint(root / "lab" / "tiny-ours", root / "lab" / "tiny-hf", target_format="hf")
     sharded = root / "lab" / "tiny-sharded"
     sharded.mkdir()

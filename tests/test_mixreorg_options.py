@@ -57,11 +57,11 @@ def test_progressive_detach_keeps_the_forward_and_cuts_the_gradient_through_the_
 
 
 def test_seg_attention_detach_gives_the_segmentation_loss_no_path_into_the_assignments():
-    _, attached = _forward([])
+    _, attached = _forward(["model.mixing.seg_attention_detach=false"])
     _, detached = _forward(["model.mixing.seg_attention_detach=true"])
     assert attached.mixed_assignment.requires_grad and not detached.mixed_assignment.requires_grad
     torch.testing.assert_close(attached.mixed_assignment, detached.mixed_assignment)
-    _, grads = _loss_grads([], only_segmentation=True)
+    _, grads = _loss_grads(["model.mixing.seg_attention_detach=false"], only_segmentation=True)
     _, grads_detached = _loss_grads(["model.mixing.seg_attention_detach=true"], only_segmentation=True)
     assert _differs(grads, grads_detached)
 
@@ -81,8 +81,9 @@ def test_own_segmentation_temperature_is_the_only_one_the_segmentation_loss_trai
 
 
 def test_running_segment_norm_normalises_mixed_segments_as_inference_does():
-    model, out = _forward(["model.mixing.segment_norm=running"])
-    plan_model, batch_out = _forward([])
+    bn_projector = ["model.projection.num_layers=2"]  # GroupViT's projector: the option is about its BatchNorm
+    model, out = _forward([*bn_projector, "model.mixing.segment_norm=running"])
+    _, batch_out = _forward(bn_projector)
     images, _ = _inputs()
     from mixreorg.model.mixing import sample_mixing_plan
 

@@ -57,7 +57,7 @@ def test_schedule_is_linear_warmup_then_cosine_at_the_absolute_step():
 
 
 def test_weight_decay_skips_norms_biases_and_temperatures_only():
-    model = build_model("tiny")
+    model = build_model("tiny", ["model.projection.num_layers=2"])  # GroupViT's projector, with its BatchNorm
     decay, no_decay = param_groups(model, 0.05)
     names = {id(p): n for n, p in model.named_parameters()}
     skipped = {names[id(p)] for p in no_decay["params"]}

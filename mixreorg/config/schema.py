@@ -76,8 +76,10 @@ class MixingConfig:
     # Not in the paper, each a reading the paper allows (README, Decisions). Stop the gradient through
     # Mix(Z_o), the original features progressive mixing adds to the mixed branch:
     progressive_detach: bool = False
-    # Stop the segmentation loss's gradient into the grouping assignments (it still trains the segment tokens):
-    seg_attention_detach: bool = False
+    # Stop the segmentation loss's gradient into the grouping assignments (it still trains the segment tokens).
+    # On by default: with the gradient, the loss's optimum is one segment per source image, and tiny MixReorg
+    # merges objects into their backgrounds (README, Decisions).
+    seg_attention_detach: bool = True
     # Projector BatchNorm for the mixed segment tokens: "batch" (their own batch statistics) or "running"
     # (the running statistics inference normalises with).
     segment_norm: str = "batch"

@@ -8,6 +8,7 @@ nowhere. Predicting a class that is absent from the ground truth gives that clas
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -22,13 +23,23 @@ class SegmentationScores:
     mean_accuracy: float  # percent, mean per-class recall over classes present in the ground truth
     per_class_iou: dict[str, float | None] = field(default_factory=dict)  # percent, None where union is 0
 
-    def as_dict(self) -> dict:
-        return {
+    def group_miou(self, names: Sequence[str]) -> float:
+        """Mean IoU over the classes ``names`` that have an IoU (NaN when none has)."""
+        values = [self.per_class_iou[name] for name in names if self.per_class_iou.get(name) is not None]
+        return sum(values) / len(values) if values else math.nan
+
+    def as_dict(self, object_classes: Sequence[str] = ()) -> dict:
+        """The scores; with ``object_classes``, also the mIoU of those classes and of the others apart."""
+        record = {
             "miou": self.miou,
             "pixel_accuracy": self.pixel_accuracy,
             "mean_accuracy": self.mean_accuracy,
             "per_class_iou": self.per_class_iou,
         }
+        if object_classes:
+            record["objects_miou"] = self.group_miou(object_classes)
+            record["backgrounds_miou"] = self.group_miou([n for n in self.per_class_iou if n not in object_classes])
+        return record
 
 
 class ConfusionMatrix:

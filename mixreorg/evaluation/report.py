@@ -17,7 +17,9 @@ def summary_rows(results: list[dict]) -> list[list[str]]:
     rows = []
     for result in results:
         metrics = result["metrics"]
-        if result["task"] == "segmentation":
+        if result["task"] == "segmentation" and "objects_miou" in metrics:  # a synthetic world: objects apart
+            first, second = ("mIoU", metrics["miou"]), ("objects mIoU", metrics["objects_miou"])
+        elif result["task"] == "segmentation":
             first, second = ("mIoU", metrics["miou"]), ("pixel acc", metrics["pixel_accuracy"])
         else:
             first, second = ("top-1", metrics["top1"]), ("top-5", metrics["top5"])

@@ -164,7 +164,7 @@ def evaluate_segmentation(
         task="segmentation",
         num_images=total,
         seconds=seconds,
-        metrics=matrix.scores(list(benchmark.classes)).as_dict(),
+        metrics=matrix.scores(list(benchmark.classes)).as_dict(benchmark.object_classes),
         settings={**protocol.as_dict(), "precision": precision},
         classes=list(benchmark.classes),
     )

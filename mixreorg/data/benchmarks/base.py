@@ -40,6 +40,7 @@ class SegmentationBenchmark:
         self.reduce_zero_label = spec.reduce_zero_label
         self.protocol = dict(spec.protocol)
         self.protocols = {name: dict(block) for name, block in spec.protocols.items()}
+        self.object_classes = list(spec.object_classes)
         self.expected_samples = spec.expected_samples
         self.root = root
         self.samples = list(samples)

@@ -61,6 +61,9 @@ class BenchmarkSpec:
     ignore_index: int = 255
     protocol: dict[str, Any] = field(default_factory=dict)
     protocols: dict[str, dict[str, Any]] = field(default_factory=dict)  # other protocols' settings, by name
+    # Classes that are objects (the synthetic worlds' animals or shapes); eval then also reports their mIoU and
+    # the other classes' apart.
+    object_classes: tuple[str, ...] = ()
 
 
 def manifest_dir() -> Path:

@@ -1,7 +1,8 @@
 """The synthetic evaluation set written by ``mixreorg data synth`` (exact labels, no background class).
 
 Layout: ``ROOT/eval/images/<id>.png``, ``ROOT/eval/annotations/<id>.png`` (uint8 class index, 255 = ignore) and
-``ROOT/eval/classes.json`` = ``{"classes": [...], "palette": [[r, g, b], ...], "has_background": false}``.
+``ROOT/eval/classes.json`` = ``{"classes": [...], "palette": [[r, g, b], ...], "has_background": false,
+"objects": [...]}`` (the object classes; the rest are backgrounds).
 ``root`` may be the corpus folder or its ``eval/`` folder.
 """
 
@@ -42,5 +43,6 @@ def load(benchmark: str, root: Path) -> SegmentationBenchmark:
         reduce_zero_label=False,
         ignore_index=int(meta.get("ignore_index", 255)),
         protocol=dict(meta.get("protocol") or {}),
+        object_classes=tuple(str(name) for name in meta.get("objects") or ()),
     )
     return SegmentationBenchmark(spec, checked_samples(samples, DATASET, root), folder)
