@@ -154,7 +154,7 @@ def _curves(runs: dict[str, list[Path]], path: Path) -> None:
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 3)
     titles = ("image-text contrastive loss (original branch)", "segments per training image",
-              "mIoU on the synthetic eval set")
+              "objects mIoU on the synthetic eval set")
     for variant, folders in runs.items():
         color = f"C{list(runs).index(variant) % 10}"
         for number, folder in enumerate(folders):
@@ -162,7 +162,7 @@ def _curves(runs: dict[str, list[Path]], path: Path) -> None:
             series = (
                 [(r["step"], r["contrastive_loss"]) for r in records if "contrastive_loss" in r],
                 [(r["step"], r["segments_per_image"]) for r in records if "segments_per_image" in r],
-                [(r["step"], r[k]) for r in records for k in r if k.endswith("/miou")],
+                [(r["step"], r[k]) for r in records for k in r if k.endswith("/objects_miou")],
             )
             for axis, points in zip(axes, series, strict=True):
                 if points:
@@ -197,6 +197,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--name", default="", help="results file stem")
     parser.add_argument("--note", default="", help="a sentence for the report, e.g. how runs shared the machine")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rewrite <name>.md from <name>.json (after a change to the report) without evaluating")
     return parser.parse_args()
 
 
@@ -218,12 +220,17 @@ def calibrated_steps(preset: str, extra: list[str], data: Path, minutes: float, 
 
 def main() -> None:
     args = parse_args()
+    if args.report_only:
+        stem = args.name or f"learning_{args.world}_{'gpu' if args.device == 'cuda' else 'cpu'}"
+        (RESULTS / f"{stem}.md").write_text(write_report(json.loads((RESULTS / f"{stem}.json").read_text())))
+        return
     import torch
 
     from mixreorg.checkpoint import load_model
     from mixreorg.config.loader import load_config
     from mixreorg.data.benchmarks import get_benchmark
     from mixreorg.model import build_model
+    from mixreorg.training.logging import read_metrics
     from mixreorg.utils.environment import device_name
 
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
@@ -264,7 +271,9 @@ def main() -> None:
     for (variant, seed, run, _, _), timing in zip(jobs, timings, strict=True):
         model, _ = load_model(run / "model")
         summary = evaluate(model.to(device), data, device)
-        results.setdefault(variant, {"runs": []})["runs"].append({"seed": seed, **timing, **summary})
+        key = "eval/synthetic/objects_miou"  # the periodic evaluations' objects mIoU, when --eval-every is set
+        curve = {str(r["step"]): r[key] for r in read_metrics(run) if key in r}  # str: the keys JSON keeps
+        results.setdefault(variant, {"runs": []})["runs"].append({"seed": seed, **timing, **summary, "curve": curve})
         runs.setdefault(variant, []).append(run)
         print(f"{variant} seed {seed}: objects {summary['objects']:.1f}, object regions "
               f"{summary['grouping']['object_region_iou']:.1f}, mIoU {summary['mIoU']:.1f} "

@@ -75,6 +75,21 @@ def verdict_rows(results: dict, pairs: list[tuple[str, str]]) -> list[str]:
     return lines
 
 
+def curve_table(results: dict) -> list[str]:
+    """Objects mIoU at each periodic evaluation (mean +- sd over seeds), for the runs that have them."""
+    curves = {name: [run["curve"] for run in entry["runs"] if run.get("curve")] for name, entry in results.items()}
+    curves = {name: runs for name, runs in curves.items() if runs}
+    if not curves:
+        return []
+    steps = sorted({int(step) for runs in curves.values() for curve in runs for step in curve})
+    lines = ["", "Objects mIoU on the evaluation set during training (mean +- sd over seeds):", "",
+             "| model | " + " | ".join(f"step {step}" for step in steps) + " |", "|---|" + "---|" * len(steps)]
+    for name, runs in curves.items():
+        cells = [mean_sd([curve[str(step)] for curve in runs if str(step) in curve]) for step in steps]
+        lines.append(f"| {name} | {' | '.join(cells)} |")
+    return lines
+
+
 def write_report(record: dict) -> str:
     """The markdown report of a results record: naming and grouping per variant, then the verdict."""
     lines = [
@@ -99,6 +114,7 @@ def write_report(record: dict) -> str:
         minutes = [r["seconds"] / 60 for r in entry["runs"] if "seconds" in r]
         cells = [mean_sd(_values(entry, key), digits) for key, _, digits in NAMING + GROUPING]
         lines.append(f"| {name} | {len(entry['runs'])} | {mean_sd(minutes)} | {' | '.join(cells)} |")
+    lines += curve_table(record["results"])
     verdict = verdict_rows(record["results"], [tuple(pair) for pair in record.get("comparisons", [])])
     if verdict:
         lines += [

@@ -96,6 +96,7 @@ class ArrayBenchmark:
         self.name = "oracle"
         self.classes = classes
         self.has_background = has_background
+        self.object_classes = ()
         self.ignore_index = 255
         self.protocol = {}
         self.items = []

@@ -22,6 +22,8 @@ from mixreorg.training.trainer import Trainer
 # Gumbel noise is per-sample noise from each rank's own generator, so hard assignment would draw different
 # noise in the two runs; soft assignment has no noise. The mixing plan is sampled for the global batch.
 OVERRIDES = [
+    # The BatchNorm projector, so that its statistics gathered over both ranks are checked too.
+    "model.projection.num_layers=2",
     "train.batch_size=8",
     "train.accum_steps=2",
     "train.max_steps=2",
