@@ -23,7 +23,6 @@ sys.path.insert(0, os.path.dirname(__file__))
 from cli_runner import run_cli  # noqa: E402
 from local_hub import serve_hub  # noqa: E402
 
-
 # transformers' GroupViT has GroupViT's Linear-BatchNorm-ReLU-Linear projector, not the tiny presets' linear one.
 HF_PROJECTOR = ["model.projection.num_layers=2"]
 

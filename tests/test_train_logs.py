@@ -52,6 +52,7 @@ def stale(tmp_path_factory) -> Path:
 EXPECTED_SKIPS = {
     "samples_read": 72,  # 9 batches of 8: ceil(68 declared / 8), topped up from the usable samples
     "undecodable_images": 3,
+    "unusable_masks": 0,  # image-mask data only
     "incomplete_samples": 1,
     "unreadable_shards": 1,
     "empty_shards": 1,

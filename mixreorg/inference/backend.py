@@ -41,8 +41,13 @@ class DenseBackend(Interface):
 
 
 def as_backend(model) -> DenseBackend:
-    """A backend as is; a GroupViT or MixReorg model wrapped in ``GroupingBackend``."""
-    return model if hasattr(model, "crop_scorer") else GroupingBackend(model)
+    """A backend as is; a model that names its own (``inference_backend()``, e.g. Unpair-Seg's) in that; a GroupViT
+    or MixReorg model in ``GroupingBackend``."""
+    if hasattr(model, "crop_scorer"):
+        return model
+    if hasattr(model, "inference_backend"):
+        return model.inference_backend()
+    return GroupingBackend(model)
 
 
 def check_precision(precision: str, device: torch.device) -> torch.dtype:

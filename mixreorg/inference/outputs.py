@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from mixreorg.data.masks.records import rle_encode
 from mixreorg.errors import MixreorgError
 from mixreorg.utils.io import atomic_path, atomic_write_text
 
@@ -32,14 +33,6 @@ def save_mask_png(label_map: np.ndarray, colors: np.ndarray, path: str | Path) -
     image.putpalette(palette.flatten().tolist())
     with atomic_path(path) as tmp:
         image.save(tmp, format="PNG")
-
-
-def rle_encode(mask: np.ndarray) -> dict:
-    """COCO run-length encoding of a boolean [H, W] mask, with ``counts`` as a JSON-ready string."""
-    from pycocotools import mask as mask_utils
-
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
 def segmentation_record(result) -> dict:

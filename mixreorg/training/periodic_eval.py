@@ -67,11 +67,13 @@ class PeriodicEval:
             if isinstance(self.benchmark, ClassificationBenchmark):
                 metrics = evaluate_classification(model, self.benchmark, **common).metrics
             else:
+                from mixreorg.inference.backend import as_backend
+
                 protocol = resolve_protocol(
                     "groupvit",
                     self.cfg.eval_dataset,
                     self.benchmark.has_background,
-                    model.cfg.vision.image_size,
+                    as_backend(model).image_size,
                     published_threshold=self.benchmark.protocol.get("bg_thresh"),
                 )
                 metrics = evaluate_segmentation(model, self.benchmark, protocol, **common).metrics
