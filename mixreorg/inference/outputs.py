@@ -134,6 +134,31 @@ class FileOutcome:
     message: str  # the summary line, or why the file was skipped
 
 
+def prompt_files(predictor, files: Sequence[Path], out_dir: Path, formats: tuple[str, ...], points: list,
+                 boxes: list) -> Iterator[FileOutcome]:
+    """Each file's promptable masks (``Predictor.predict_prompts``), written as ``segment_files`` writes labels; a
+    file that does not load, or that a prompt lies outside of, is reported and the rest go on."""
+    from mixreorg.inference.inputs import load_image
+    from mixreorg.inference.visual_prompts import PromptOutside
+
+    used: set[str] = set()
+    for path in files:
+        began = time.perf_counter()
+        try:
+            image = load_image(path)
+        except MixreorgError as exc:
+            yield FileOutcome(path, False, f"skipped {exc}")
+            continue
+        try:
+            result = predictor.predict_prompts(image, points, boxes)
+        except PromptOutside as exc:  # a smaller image than the others: the rest may fit
+            yield FileOutcome(path, False, f"skipped {path}: {exc}")
+            continue
+        result.source = str(path.expanduser().resolve())
+        written = write_outputs(result, out_dir, unique_stem(path, used), formats)
+        yield FileOutcome(path, True, summary_line(path, result, time.perf_counter() - began, written))
+
+
 def segment_files(predictor, files: Sequence[Path], out_dir: Path, formats: tuple[str, ...],
                   background_threshold: float | None, batch: int = 4) -> Iterator[FileOutcome]:
     """Segment the files ``batch`` at a time and write each one's outputs; an unreadable file is reported and the

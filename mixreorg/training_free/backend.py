@@ -20,11 +20,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mixreorg.errors import MixreorgError
-from mixreorg.evaluation.pamr import refine_windows
 from mixreorg.evaluation.protocols import Protocol, check_templates
 from mixreorg.evaluation.sliding import CropFn
-from mixreorg.evaluation.zero_shot import apply_background
-from mixreorg.inference.backend import check_precision, group_embeddings, with_precision
+from mixreorg.inference.backend import check_precision, cosine_crop_scorer, group_embeddings
 from mixreorg.training_free.dense import dense_features
 from mixreorg.training_free.methods import Method, get_method
 from mixreorg.training_free.openclip import ModelSpec, create_openclip, parse_model_spec, tokenizer_for, vision_tower
@@ -107,16 +105,5 @@ class TrainingFreeBackend:
 
     def crop_scorer(self, embeddings: Tensor, protocol: Protocol, precision: str = "fp32") -> CropFn:
         check_precision(precision, self.device)
-        if protocol.readout == "softmax":
-            return with_precision(lambda crops: self.cosines(crops, embeddings), precision)
         scale = float(self.model.logit_scale.exp()) if hasattr(self.model, "logit_scale") else 100.0
-        window_pamr = protocol.pamr_steps if protocol.pamr_stage == "window" else 0
-
-        @torch.no_grad()
-        def score(crops: Tensor) -> Tensor:
-            probs = (scale * self.cosines(crops, embeddings)).softmax(dim=1)
-            if window_pamr:
-                probs = refine_windows(crops, probs, window_pamr, protocol.pamr_dilations)
-            return apply_background(probs, protocol.background, protocol.background_score, probs)
-
-        return with_precision(score, precision)
+        return cosine_crop_scorer(lambda crops: self.cosines(crops, embeddings), scale, protocol, precision)

@@ -16,12 +16,14 @@ import json
 
 import numpy as np
 
-from mixreorg.errors import MixreorgError
-
 
 class BadMasks(ValueError):
     """A record whose masks cannot be used: it does not decode, a mask has another size than the image, or it has
     no mask at all. The message says which."""
+
+
+class EmptyMasks(BadMasks):
+    """A record without any (non-empty) mask."""
 
 
 def rle_encode(mask: np.ndarray) -> dict:
@@ -42,12 +44,12 @@ def annotation(mask: np.ndarray, index: int, **extra) -> dict:
 def mask_record(masks: list[np.ndarray], image_id: int | str, file_name: str, **extras: list) -> dict:
     """The record of an image of the masks' size; ``extras`` name per-mask values (e.g. category=[...])."""
     if not masks:
-        raise BadMasks("no mask")
+        raise EmptyMasks("no mask")
     height, width = masks[0].shape
     annotations = [annotation(mask, index, **{key: values[index] for key, values in extras.items()})
                    for index, mask in enumerate(masks) if mask.any()]
     if not annotations:
-        raise BadMasks("every mask is empty")
+        raise EmptyMasks("every mask is empty")
     return {"image": {"image_id": image_id, "width": int(width), "height": int(height), "file_name": file_name},
             "annotations": annotations}
 
@@ -64,7 +66,7 @@ def read_record(data: bytes | str | dict) -> dict:
     if not isinstance(image, dict) or not all(isinstance(image.get(k), int) for k in ("width", "height")):
         raise BadMasks("the mask JSON has no image width and height")
     if not record["annotations"]:
-        raise BadMasks("an empty mask set")
+        raise EmptyMasks("an empty mask set")
     return record
 
 
@@ -100,13 +102,6 @@ def decode_masks(record: dict, image_size: tuple[int, int]) -> list[np.ndarray]:
     masks = [decode_mask(entry, height, width) for entry in record["annotations"]]
     masks = [mask for mask in masks if mask.any()]
     if not masks:
-        raise BadMasks("every mask is empty")
+        raise EmptyMasks("every mask is empty")
     return masks
 
-
-def check_readable(record: dict, image_size: tuple[int, int]) -> int:
-    """The number of usable masks, or a MixreorgError naming what is wrong (for converters' input checks)."""
-    try:
-        return len(decode_masks(read_record(record), image_size))
-    except BadMasks as exc:
-        raise MixreorgError(str(exc)) from exc
