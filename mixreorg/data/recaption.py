@@ -27,7 +27,10 @@ class Captioner:
     """A transformers image-to-text model and its processor: PIL images -> captions."""
 
     def __init__(self, name: str, device: str = "auto", max_new_tokens: int = 40, prompt: str = "") -> None:
-        import transformers
+        try:
+            import transformers
+        except ImportError as exc:
+            raise MixreorgError("recaption runs a transformers model: pip install transformers") from exc
 
         from mixreorg.inference.predictor import resolve_device
 
