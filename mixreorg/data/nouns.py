@@ -113,14 +113,15 @@ def word_id(word: str | None) -> int:
     return int.from_bytes(hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest(), "little") >> 1
 
 
-# Nouns that name the picture rather than anything in it.
-FRAME_NOUNS = frozenset({"photo", "photograph", "image", "picture", "view", "shot", "close-up", "closeup"})
+# Nouns that name the picture, or a place in it ("in front of", "on top of"), rather than anything in it.
+FRAME_NOUNS = frozenset({"photo", "photograph", "image", "picture", "view", "shot", "close-up", "closeup", "front",
+                         "top", "bottom", "middle", "side", "left", "right", "center", "centre"})
 
 
 def noun_phrases(caption: str) -> list[str]:
     """The entities a caption names, for Unpair-Seg's mask-entity matching: each run of consecutive nouns (a
     compound such as "brick wall" stays whole), lower-cased, without repeats and without words for the picture
-    itself ("photo", "image"). Adjectives and verbs are left out; the same lexicon and modifier rules as
+    itself or places in it ("photo", "front"). Adjectives and verbs are left out; the same lexicon and modifier rules as
     ``extract_nouns`` decide what a word is."""
     lexicon = _lexicon()
     words = [w.lower() for w in _WORD.findall(caption)]
