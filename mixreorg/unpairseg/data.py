@@ -105,8 +105,9 @@ class MaskBatchStream(ShardBatchStream):
         per_image = []
         for row, (image, masks) in enumerate(decoded):
             pixels, coverage = transform_sample(image, masks, size, tuple(options["scale_range"]), geometry)
+            coverage = np.rint(coverage * 255).astype(np.uint8)  # as sent: prompts are drawn on what is trained on
             images[row].copy_(pixels)
-            boxes, kinds, targets = sample_training_prompts(coverage, size, options["grid"],
+            boxes, kinds, targets = sample_training_prompts(coverage / 255.0, size, options["grid"],
                                                             options["box_probability"], prompts_rng)
             used, targets = np.unique(targets, return_inverse=True)  # send only the masks some prompt asks for
             per_image.append((coverage[used], boxes, kinds, targets))
@@ -114,7 +115,7 @@ class MaskBatchStream(ShardBatchStream):
         grid = size // MASK_STRIDE
         masks = torch.zeros(len(raw), count, grid, grid, dtype=torch.uint8)
         for row, (coverage, *_) in enumerate(per_image):
-            masks[row, : len(coverage)] = torch.from_numpy(np.rint(coverage * 255)).to(torch.uint8)
+            masks[row, : len(coverage)] = torch.from_numpy(coverage)
         stack = [torch.from_numpy(np.stack([item[k] for item in per_image])) for k in (1, 2, 3)]
         return images, masks, *stack
 
