@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -219,11 +220,27 @@ def check_backbone_name(name: str) -> None:
 
         parse_model_spec(name, vit_only=False)
     elif name.startswith(CHECKPOINT):
-        if not name[len(CHECKPOINT):]:
+        path = Path(name[len(CHECKPOINT):]).expanduser()
+        if not str(path) or str(path) == ".":
             raise MixreorgError(f"unpairseg.model.backbone '{name}' names no checkpoint; e.g. {EXAMPLES}")
+        _check_backbone_checkpoint(path, name)
     else:
         raise MixreorgError(f"unknown backbone '{name}' in unpairseg.model.backbone; name an open_clip model or one "
                             f"of our checkpoints, e.g. {EXAMPLES}")
+
+
+def _check_backbone_checkpoint(path: Path, name: str) -> None:
+    """A local checkpoint folder must hold a GroupViT/MixReorg model (names and Hub ids are checked when loaded)."""
+    from mixreorg.checkpoint import find_latest
+    from mixreorg.checkpoint.ours import is_ours, read_config
+
+    folder = path if is_ours(path) else (find_latest(path) if path.is_dir() else None)
+    if folder is not None and is_ours(folder):
+        method = read_config(folder).method
+        if method != "mixreorg":
+            raise MixreorgError(f"{name} is a {method} checkpoint; the backbone must be a GroupViT or MixReorg "
+                                "checkpoint (Unpair-Seg's stage 2 takes its stage-1 model from "
+                                "unpairseg.align.masks_checkpoint)")
 
 
 def wrap_openclip(clip: nn.Module, tokenizer, name: str, layers: Sequence[int]) -> nn.Module:

@@ -134,12 +134,13 @@ class UnpairSegMethod:
 
     # ---------------------------------------------------------------------------------------------- stage 2
     def entity_embeddings(self, model: nn.Module, entities: list[str], template: str) -> Tensor:
-        """[E, D] normalised embeddings of ``entities`` in ``template`` (each computed once per run)."""
-        missing = [e for e in dict.fromkeys(entities) if e not in self._entities]
-        if missing:
-            with torch.no_grad():
-                encoded = F.normalize(model.backbone.encode_texts([template.format(e) for e in missing]), dim=-1)
-            self._entities.update(zip(missing, encoded, strict=True))
+        """[E, D] normalised embeddings of ``entities`` in ``template``, each computed once per run, and alone: in a
+        batch its value could depend on the other texts, and a resumed run must see the same numbers."""
+        for entity in dict.fromkeys(entities):
+            if entity not in self._entities:
+                with torch.no_grad():
+                    self._entities[entity] = F.normalize(model.backbone.encode_texts([template.format(entity)]),
+                                                         dim=-1)[0]
         return torch.stack([self._entities[e] for e in entities])
 
     @torch.no_grad()
