@@ -115,3 +115,27 @@ def test_doomed_runs_end_in_one_line_with_nothing_written(world, stage_one, tmp_
     _fails(["train", "--config", "unpairseg_tiny_masks", "--data", world["captions"], "--out", str(out), *SMALL,
             world["backbone"], "train.max_steps=1", "data.workers=0"], "no image with usable masks of a whole batch",
            monkeypatch, capsys, out)
+
+
+@pytest.mark.parametrize("stage", ["masks", "align", "align-without-pairs"])
+def test_every_trained_parameter_gets_a_gradient_as_ddp_requires(world, stage_one, stage):
+    """DDP (torchrun) fails on a parameter that takes no part in the loss; one step of each stage in one process
+    shows which would."""
+    from mixreorg.training.distributed import DistEnv
+    from mixreorg.training.launch import resolve_run_config
+    from mixreorg.training.trainer import Trainer
+
+    if stage == "masks":
+        cfg, data = resolve_run_config("unpairseg_tiny_masks", world["masks"], SMALL + [world["backbone"]] + RUN)
+    else:
+        nothing = ["unpairseg.inference.score=1.0"] if stage == "align-without-pairs" else [
+            "unpairseg.inference.score=0.0", "unpairseg.align.confidence=0.0"]
+        cfg, data = resolve_run_config("unpairseg_tiny_align", world["captions"],
+                                       SMALL + [f"unpairseg.align.masks_checkpoint={stage_one}"] + RUN + nothing)
+    trainer = Trainer(cfg, DistEnv(), torch.device("cpu"), warmup_steps=0, total_steps=4)
+    batch = next(iter(trainer.method.build_loader(cfg, data, DistEnv(), 0)))
+    trainer.optimizer.zero_grad(set_to_none=True)
+    trainer._micro_step(batch, 0, last=True)
+    trained = [(name, p) for name, p in trainer.model.named_parameters() if p.requires_grad]
+    assert trained and all(name.startswith("adapter.") == (stage != "masks") for name, _ in trained)
+    assert [name for name, p in trained if p.grad is None] == []

@@ -18,13 +18,16 @@ from mixreorg.unpairseg.layers import MLP, FourierPositions, flatten_map
 
 
 class TwoWayLayer(nn.Module):
-    def __init__(self, dim: int, heads: int, mlp_dim: int) -> None:
+    """``update_pixels=False``: the layer leaves the pixels as they are (the last layer on a level no later layer
+    or head reads: its pixel update could not reach the loss, and DDP refuses parameters without gradients)."""
+
+    def __init__(self, dim: int, heads: int, mlp_dim: int, update_pixels: bool = True) -> None:
         super().__init__()
         self.self_attention = nn.MultiheadAttention(dim, heads, batch_first=True)
         self.to_pixels = nn.MultiheadAttention(dim, heads, batch_first=True)
-        self.to_prompts = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.to_prompts = nn.MultiheadAttention(dim, heads, batch_first=True) if update_pixels else None
         self.mlp = nn.Sequential(nn.Linear(dim, mlp_dim), nn.GELU(), nn.Linear(mlp_dim, dim))
-        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(4))
+        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(4 if update_pixels else 3))
 
     def forward(self, prompts: Tensor, pixels: Tensor, prompt_pos: Tensor, pixel_pos: Tensor,
                 original: Tensor) -> tuple[Tensor, Tensor]:
@@ -35,15 +38,19 @@ class TwoWayLayer(nn.Module):
         attended = self.to_pixels(prompts + prompt_pos, keys, pixels, need_weights=False)[0]
         prompts = self.norms[1](prompts + attended)
         prompts = self.norms[2](prompts + self.mlp(prompts))
-        attended = self.to_prompts(pixels + pixel_pos, prompts + prompt_pos, prompts, need_weights=False)[0]
-        pixels = self.norms[3](pixels + attended)
+        if self.to_prompts is not None:
+            attended = self.to_prompts(pixels + pixel_pos, prompts + prompt_pos, prompts, need_weights=False)[0]
+            pixels = self.norms[3](pixels + attended)
         return prompts + original, pixels
 
 
 class MaskDecoder(nn.Module):
     def __init__(self, dim: int, mask_dim: int, layers: int, heads: int, mlp_dim: int, levels: int = 3) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(TwoWayLayer(dim, heads, mlp_dim) for _ in range(layers))
+        # A layer's pixel update counts when a later layer reads its level again, or on the finest level (the mask
+        # features take it).
+        reread = [i + levels < layers or i % levels == 0 for i in range(layers)]
+        self.layers = nn.ModuleList(TwoWayLayer(dim, heads, mlp_dim, update) for update in reread)
         self.level_embed = nn.Embedding(levels, dim)
         self.norm = nn.LayerNorm(dim)
         self.mask_embed = MLP(dim, dim, mask_dim, 3)
