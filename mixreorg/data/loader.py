@@ -91,13 +91,10 @@ class ShardBatchStream(IterableDataset):
     (``fields``) and forms batches from raw samples in ``_collate``; reading, sharding, shuffling, seeding and
     skip accounting stay here."""
 
+    fields: tuple[str, ...] = TEXT_KEYS  # a sample is usable when it has an image and one of these (a caption)
+
     def __init__(self, spec: StreamSpec, counters: SkipCounters) -> None:
         self.spec, self.counters = spec, counters
-
-    @property
-    def fields(self) -> tuple[str, ...]:
-        """A sample is usable when it has an image and one of these fields (the caption here)."""
-        return TEXT_KEYS
 
     def __iter__(self) -> Iterator[Batch | WorkerFailure]:
         try:
