@@ -164,7 +164,7 @@ def step_flops(trainer, images: torch.Tensor, texts: torch.Tensor) -> int:
     model = trainer.model
     with FlopCounterMode(display=False) as counter:
         with autocast(trainer.precision, trainer.device):
-            plan = trainer.mixing_plan(images, 0)
+            plan = trainer.method.mixing_plan(trainer, images, 0)
             outputs = model(images, texts, plan=plan) if plan is not None else model(images, texts)
             loss = compute_losses(outputs, trainer.cfg.loss, trainer.cfg.model.mixing.group_size)["loss"]
         loss.float().backward()

@@ -33,6 +33,11 @@ def convert(
     report = convert_checkpoint(path, out, source_format, target_format, preset or None, overwrite=force)
     for note in report.notes:
         typer.echo(f"note: {note}")
+    if report.config.method != "mixreorg":
+        section = report.config.unpairseg
+        typer.echo(f"converted {report.source_format} -> {report.target_format}: {report.out} ({report.config.method} "
+                   f"stage {section.stage}, backbone {section.model.backbone})")
+        return
     vision = report.config.model.vision
     typer.echo(
         f"converted {report.source_format} -> {report.target_format}: {report.out} "

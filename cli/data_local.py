@@ -19,15 +19,22 @@ def synth(
         "(the hard variant, byte-identical to earlier releases for a seed)."
     ),
     workers: int = typer.Option(1, help="Processes drawing training images (the output is the same for any number)."),
+    mask_size: int | None = typer.Option(
+        None, help="Image-mask pairs (every object's and background's exact mask, no caption; other images than the "
+        "training pairs) written to OUT/masks for Unpair-Seg's first stage; 0 writes none. [default: a fifth of "
+        "--train-size]"),
 ) -> None:
-    """Draw the synthetic corpus: objects on textured backgrounds with captions, plus a labelled eval set."""
+    """Draw the synthetic corpus: objects on textured backgrounds with captions, a labelled eval set, and image-mask
+    pairs."""
     from mixreorg.data.synthetic import generate_corpus
 
-    summary = generate_corpus(out, train_size, eval_size, image_size, seed, shard_size, world, workers)
+    mask_size = train_size // 5 if mask_size is None else mask_size
+    summary = generate_corpus(out, train_size, eval_size, image_size, seed, shard_size, world, workers, mask_size)
+    masks = f", {mask_size} image-mask pairs to {out}/masks (manifest {out}/masks/manifest.json)" if mask_size else ""
     typer.echo(
         f"wrote {summary['train_samples']} training pairs of the {world} world in {summary['train_shards']} shards "
         f"to {out}/train "
-        f"(manifest {out}/train/manifest.json) and {summary['eval_images']} labelled images to {out}/eval "
+        f"(manifest {out}/train/manifest.json){masks} and {summary['eval_images']} labelled images to {out}/eval "
         f"in {summary['seconds']:.1f}s ({summary['images_per_second']:.0f} images/s)"
     )
 

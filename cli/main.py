@@ -11,7 +11,7 @@ from mixreorg.errors import MixreorgError
 
 app = typer.Typer(
     name="mixreorg",
-    help="MixReorg / GroupViT: open-world semantic segmentation learned from image-text pairs.",
+    help="MixReorg / GroupViT and Unpair-Seg: open-world semantic segmentation learned without dense labels.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,

@@ -49,6 +49,12 @@ def segment(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     batch_size: int = typer.Option(4, "--batch-size", "-b", help="Images per step and windows per forward pass."),
     formats: str = typer.Option("mask,overlay,json", "--format", help="Outputs to write: mask (png), overlay, json."),
+    points: str | None = typer.Option(
+        None, "--points", help="Promptable masks (Unpair-Seg checkpoints): one mask per point, 'x,y;x,y' in the "
+        "image's pixels. Labels, if given, name each mask."),
+    boxes: str | None = typer.Option(
+        None, "--boxes", help="Promptable masks (Unpair-Seg checkpoints): one mask per box, 'x1,y1,x2,y2;...' in "
+        "the image's pixels."),
     cache_dir: Path | None = typer.Option(
         None, "--cache-dir", help="Released checkpoints' download folder (default $MIXREORG_CACHE or "
         "~/.cache/mixreorg; Hub models use the Hugging Face cache)."
@@ -65,16 +71,23 @@ def segment(
         read_labels_file,
         read_templates_file,
     )
-    from mixreorg.inference.outputs import check_output_dir, parse_formats, segment_files
+    from mixreorg.inference.outputs import check_output_dir, parse_formats, prompt_files, segment_files
     from mixreorg.inference.predictor import Predictor
+    from mixreorg.inference.visual_prompts import parse_boxes, parse_points
 
     check_model_choice(checkpoint, model, method)
+    prompted = points is not None or boxes is not None
+    point_list = parse_points(points) if points is not None else []
+    box_list = parse_boxes(boxes) if boxes is not None else []
+    if prompted and (model or background_threshold is not None):
+        raise MixreorgError("--points/--boxes take a promptable checkpoint (Unpair-Seg) and no --model or "
+                            "--background-threshold (pixels outside every mask are background)")
     given: list = labels.split(",") if labels.strip() else []
     if labels_file is not None:
         given += read_labels_file(labels_file)
-    if not given:
+    if not given and not prompted:
         raise MixreorgError("no labels given; pass --labels 'cat,dog,sky' or --labels-file FILE")
-    groups = label_groups(given, reserve_background=background_threshold is not None)
+    groups = label_groups(given, reserve_background=background_threshold is not None) if given else []
     check_background_threshold(background_threshold)
     templates = read_templates_file(templates_file) if templates_file is not None else None
     chosen = parse_formats(formats)
@@ -89,7 +102,11 @@ def segment(
         predictor = Predictor.from_model(model, method or "plain", **options)
     else:
         predictor = Predictor.from_checkpoint(checkpoint, cache_dir=cache_dir, **options)
-    predictor.set_labels(groups)
+    if groups:
+        predictor.set_labels(groups)
+    if prompted and not hasattr(predictor.backend, "prompt_masks"):
+        raise MixreorgError(f"--points/--boxes need a promptable checkpoint (Unpair-Seg); {checkpoint} segments by "
+                            "labels only")
     settings = predictor.protocol(background_threshold)
     typer.echo(f"settings: protocol {settings.name}, short side {settings.short_side}, window {settings.crop}, "
                f"stride {settings.stride}, {precision}, {len(settings.templates)} template(s)"
@@ -97,7 +114,9 @@ def segment(
     for problem in problems:
         typer.secho(f"skipped {problem}", err=True, fg=typer.colors.YELLOW)
     failures = len(problems)
-    for outcome in segment_files(predictor, files, out, chosen, background_threshold, batch=batch_size):
+    outcomes = (prompt_files(predictor, files, out, chosen, point_list, box_list) if prompted else
+                segment_files(predictor, files, out, chosen, background_threshold, batch=batch_size))
+    for outcome in outcomes:
         if outcome.ok:
             typer.echo(outcome.message)
         else:

@@ -26,7 +26,8 @@ def train(
         None, "--resume", help="'auto' continues from the run folder's latest checkpoint, or give a checkpoint path."
     ),
 ) -> None:
-    """Pretrain MixReorg or GroupViT. Extra `key=value` arguments override the config (train.batch_size=64)."""
+    """Pretrain MixReorg or GroupViT, or train a stage of Unpair-Seg (--config unpairseg_*). Extra `key=value`
+    arguments override the config (train.batch_size=64)."""
     from mixreorg.errors import MixreorgError
     from mixreorg.training.launch import LaunchOptions
     from mixreorg.training.launch import train as launch_train

@@ -19,9 +19,10 @@ from mixreorg.model.mixing import sample_mixing_plan
 from mixreorg.training.distributed import DistEnv, detect_env
 from mixreorg.training.launch import LaunchOptions, torchrun_command, train
 from mixreorg.training.logging import read_metrics
+from mixreorg.training.methods import global_mixing_plan
 from mixreorg.training.optim import WarmupCosineSchedule, param_groups, scaled_lr
 from mixreorg.training.periodic_eval import PeriodicEval
-from mixreorg.training.trainer import Trainer, global_mixing_plan
+from mixreorg.training.trainer import Trainer
 
 sys.path.insert(0, str(Path(__file__).parent))
 from cli_runner import run_cli  # noqa: E402

@@ -52,6 +52,7 @@ def stale(tmp_path_factory) -> Path:
 EXPECTED_SKIPS = {
     "samples_read": 72,  # 9 batches of 8: ceil(68 declared / 8), topped up from the usable samples
     "undecodable_images": 3,
+    "unusable_masks": 0,  # image-mask data only
     "incomplete_samples": 1,
     "unreadable_shards": 1,
     "empty_shards": 1,
@@ -117,7 +118,8 @@ def test_eval_and_data_write_plain_progress_lines_off_a_terminal(tmp_path):
              "--image-size", "64", "--shard-size", "4"]
     code, _, err = run_isolated(synth, TIMEOUT, stderr_path=tmp_path / "synth.txt")
     assert code == 0 and "\r" not in err
-    assert re.fullmatch(rf"{STAMP}synth:   0% 0/12 .*\n(.*\n)*{STAMP}synth: 100% 12/12 \[.*img/s\]\n", err)
+    # 8 training pairs, 4 evaluation images and 1 image-mask pair (a fifth of the training size)
+    assert re.fullmatch(rf"{STAMP}synth:   0% 0/13 .*\n(.*\n)*{STAMP}synth: 100% 13/13 \[.*img/s\]\n", err)
     from mixreorg.checkpoint import save_pretrained
     from mixreorg.config import load_config
     from mixreorg.model import build_model

@@ -5,7 +5,8 @@
     spec = f"openclip:{VIT}:{weights_file(tmp)}"    # what --model takes: open_clip loads the file itself
 
 ``VIT`` is a standard CLIP ViT (nn.MultiheadAttention blocks), ``CUSTOM_VIT`` uses open_clip's own Attention with
-layer scale, q/k norms, head scales and an inner norm, ``RESNET`` is a ModifiedResNet (not a ViT). Nothing is
+layer scale, q/k norms, head scales and an inner norm, ``RESNET`` is a ModifiedResNet (not a ViT), ``CONVNEXT`` a
+timm ConvNeXt tower with an MLP head, as the paper's ``convnext_large_d_320`` (the smallest timm ConvNeXt). Nothing is
 downloaded: the configs are written to a temporary folder and registered with ``open_clip.add_model_config``.
 """
 
@@ -18,6 +19,7 @@ from pathlib import Path
 import torch
 
 VIT, CUSTOM_VIT, RESNET = "mixreorg-test-vit", "mixreorg-test-vit-custom", "mixreorg-test-rn"
+CONVNEXT = "mixreorg-test-convnext"
 TEXT = {"context_length": 32, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}
 VISION = {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16, "head_width": 16}
 CONFIGS = {
@@ -27,6 +29,9 @@ CONFIGS = {
                                 "scale_attn_inner": True}},
     RESNET: {"embed_dim": 32, "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 16, "head_width": 16},
              "text_cfg": TEXT},
+    CONVNEXT: {"embed_dim": 32, "text_cfg": TEXT,
+               "vision_cfg": {"timm_model_name": "convnext_atto", "timm_model_pretrained": False, "timm_pool": "",
+                              "timm_proj": "mlp", "timm_drop": 0.0, "timm_drop_path": 0.0, "image_size": 64}},
 }
 _registered: list[str] = []
 

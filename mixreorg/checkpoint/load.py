@@ -46,7 +46,11 @@ def _resolve_format(path: Path, fmt: str) -> tuple[str, Path]:
 
 
 def _base_config(preset: str | None, has_contextual_layer: bool) -> Config:
-    return load_config(preset or (MIXREORG_PRESET if has_contextual_layer else GROUPVIT_PRESET))
+    config = load_config(preset or (MIXREORG_PRESET if has_contextual_layer else GROUPVIT_PRESET))
+    if config.method != "mixreorg":
+        raise MixreorgError(f"--preset {preset} is a {config.method} preset; official and transformers checkpoints are "
+                            "GroupViT models: pass a GroupViT/MixReorg preset (e.g. groupvit_vits16) or none")
+    return config
 
 
 def read_checkpoint(path: str | Path, fmt: str = "auto", preset: str | None = None) -> LoadedCheckpoint:
@@ -114,6 +118,9 @@ def convert_checkpoint(
         raise MixreorgError(f"--out {out} is the source itself; write the conversion to a new folder")
     loaded = read_checkpoint(src, source_format, preset)
     notes = list(loaded.notes)
+    if loaded.config.method != "mixreorg" and target_format != "ours":
+        raise MixreorgError(f"{src} is an {loaded.config.method} checkpoint; transformers has no such model, so it "
+                            "converts only to our format (--to ours), which every mixreorg command reads")
     if target_format == "ours":
         save_pretrained(loaded.model, loaded.config, out, overwrite=overwrite)
     else:

@@ -29,9 +29,11 @@ def is_ours(folder: Path) -> bool:
 
 
 def resolved_config(model: nn.Module, config: Config | None) -> Config:
-    """The config to store with ``model``: ``config`` (or defaults) with the model section the model was built from."""
-    model_cfg = unwrap_model(model).cfg
-    return dataclasses.replace(config or Config(), model=model_cfg)
+    """The config to store with ``model``: ``config`` (or defaults) with the sections the model was built from
+    (a model may name them itself with ``config_sections()``; GroupViT and MixReorg carry their model section)."""
+    model = unwrap_model(model)
+    sections = model.config_sections() if hasattr(model, "config_sections") else {"model": model.cfg}
+    return dataclasses.replace(config or Config(), **sections)
 
 
 def write_weights(state: dict[str, Tensor], path: Path) -> None:
@@ -77,11 +79,11 @@ def read_weights(path: Path) -> dict[str, Tensor]:
 
 
 def load_pretrained(folder: str | Path) -> tuple[nn.Module, Config]:
-    """(model in eval mode, its config) from one of our checkpoint folders."""
-    from mixreorg.model import build_model
+    """(model in eval mode, its config) from one of our checkpoint folders, of any method."""
+    from mixreorg.checkpoint.methods import build_for_loading
 
     folder = Path(folder)
     config = read_config(folder)
-    model = build_model(config, initialize=False)
+    model = build_for_loading(config)
     load_weights(model, read_weights(folder / WEIGHTS_NAME), str(folder / WEIGHTS_NAME))
     return model.eval(), config

@@ -128,7 +128,14 @@ def config_from_dict(data: dict[str, Any]) -> Config:
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config)
+    """Every field, except the sections the config's method does not use (GroupViT and MixReorg configs carry no
+    ``unpairseg`` section, Unpair-Seg on an open_clip backbone no ``model`` section)."""
+    data = dataclasses.asdict(config)
+    if isinstance(config, Config) and config.method != "unpairseg":
+        data.pop("unpairseg")
+    elif isinstance(config, Config) and not config.unpairseg.model.backbone.startswith("checkpoint:"):
+        data.pop("model")  # Unpair-Seg on an open_clip backbone has no GroupViT model section
+    return data
 
 
 def load_config(preset_or_path: str | Path = "groupvit_vits16", overrides: list[str] | None = None) -> Config:

@@ -10,6 +10,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from mixreorg.unpairseg.config import UnpairSegConfig
+
+# "mixreorg": GroupViT and MixReorg (the ``model`` section; mixing off or on). "unpairseg": Unpair-Seg (the
+# ``unpairseg`` section; ``model`` then holds the architecture of a GroupViT/MixReorg backbone, if it has one).
+METHODS = ("mixreorg", "unpairseg")
+
 
 @dataclass
 class VisionConfig:
@@ -165,7 +171,9 @@ class TrainConfig:
 
 @dataclass
 class Config:
+    method: str = "mixreorg"
     model: ModelConfig = field(default_factory=ModelConfig)
+    unpairseg: UnpairSegConfig = field(default_factory=UnpairSegConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

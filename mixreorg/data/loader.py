@@ -68,6 +68,8 @@ class StreamSpec:
     context_length: int
     multi_label: int
     declared: tuple[int, ...] = ()  # each shard's sample count from the manifest (empty: unknown)
+    # Settings of another method's batches, as (name, value) pairs its stream class reads (see ``stream``).
+    options: tuple[tuple[str, object], ...] = ()
 
     @property
     def readers(self) -> int:
@@ -83,7 +85,13 @@ class WorkerFailure:
 
 
 class ShardBatchStream(IterableDataset):
-    """One rank's batches; inside DataLoader worker ``i`` it plays logical worker ``(i + start_batch) % workers``."""
+    """One rank's batches; inside DataLoader worker ``i`` it plays logical worker ``(i + start_batch) % workers``.
+
+    Another method's batches come from a subclass: it names the fields a usable sample has besides its image
+    (``fields``) and forms batches from raw samples in ``_collate``; reading, sharding, shuffling, seeding and
+    skip accounting stay here."""
+
+    fields: tuple[str, ...] = TEXT_KEYS  # a sample is usable when it has an image and one of these (a caption)
 
     def __init__(self, spec: StreamSpec, counters: SkipCounters) -> None:
         self.spec, self.counters = spec, counters
@@ -122,7 +130,7 @@ class ShardBatchStream(IterableDataset):
 
         def read(urls: Iterable[str]) -> Iterator[dict]:
             for url in urls:  # shard by shard, so that what is skipped is known per shard
-                for sample in _shard_samples(url, tally):
+                for sample in _shard_samples(url, tally, self.fields):
                     produced[0] += 1
                     yield sample
 
@@ -163,30 +171,17 @@ class ShardBatchStream(IterableDataset):
                 raise nothing_usable()
 
     def _decode(self, sample: dict, tally: ShardTally) -> tuple[Image.Image, str] | None:
-        data = next(sample[k] for k in IMAGE_KEYS if k in sample)
-        text = next(sample[k] for k in TEXT_KEYS if k in sample)
-        try:
-            with Image.open(io.BytesIO(data)) as image:
-                image.load()
-                rgb = image if image.mode == "RGB" else image.convert("RGB")
-        except Exception as exn:  # PIL raises OSError, SyntaxError, ValueError... for bad bytes
-            tally.bad_sample("undecodable_images", str(sample.get("__url__")), str(sample.get("__key__")), str(exn))
+        rgb = decode_image(sample, tally)
+        if rgb is None:
             return None
+        text = next(sample[k] for k in self.fields if k in sample)
         return rgb, text.decode("utf-8", errors="replace") if isinstance(text, bytes) else str(text)
 
     def _collate(self, raw: list[dict], seed: int, transform: TrainAugmentation, tally: ShardTally) -> Batch:
         spec = self.spec
         decoded = [self._decode(sample, tally) for sample in raw]
         tally.batch_read(len(raw))
-        good = [d for d in decoded if d is not None]
-        if not good:
-            raise MixreorgError(
-                f"no image of a whole batch of {len(raw)} could be decoded (first: {raw[0].get('__url__')}); "
-                "check the shards with 'mixreorg data verify'"
-            )
-        # An undecodable image takes the place of a good one from the same batch: batch sizes and the raw
-        # sample -> batch mapping stay fixed, which keeps resuming exact.
-        decoded = [d if d is not None else good[i % len(good)] for i, d in enumerate(decoded)]
+        decoded = fill_bad(decoded, raw)  # an undecodable image takes the place of a good one of the batch
         prompt_rng = random.Random(seed)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -205,14 +200,38 @@ class ShardBatchStream(IterableDataset):
         return images, tokens, words
 
 
+def decode_image(sample: dict, tally: ShardTally) -> Image.Image | None:
+    """The sample's RGB image, or None (counted in ``tally``) when its bytes do not decode."""
+    data = next(sample[k] for k in IMAGE_KEYS if k in sample)
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            return image if image.mode == "RGB" else image.convert("RGB")
+    except Exception as exn:  # PIL raises OSError, SyntaxError, ValueError... for bad bytes
+        tally.bad_sample("undecodable_images", str(sample.get("__url__")), str(sample.get("__key__")), str(exn))
+        return None
+
+
+def fill_bad(decoded: list, raw: list[dict], what: str = "image") -> list:
+    """A batch's decoded samples with each undecodable one (None) replaced by a good one of the same batch, so batch
+    sizes and the raw sample -> batch mapping stay fixed, which keeps resuming exact."""
+    good = [d for d in decoded if d is not None]
+    if not good:
+        raise MixreorgError(
+            f"no {what} of a whole batch of {len(raw)} could be decoded (first: {raw[0].get('__url__')}); "
+            "check the shards with 'mixreorg data verify'"
+        )
+    return [d if d is not None else good[i % len(good)] for i, d in enumerate(decoded)]
+
+
 @functools.lru_cache(maxsize=16384)
 def _prompt_tokens(prompt: str, context_length: int) -> torch.Tensor:
     """Noun prompts repeat (80 templates x common words): tokenizing each string once saves most of the cost."""
     return tokenize([prompt], context_length)[0]
 
 
-def _shard_samples(url: str, tally: ShardTally) -> Iterator[dict]:
-    """The samples of one shard that have an image and a caption; what the shard lacks goes to ``tally``."""
+def _shard_samples(url: str, tally: ShardTally, fields: tuple[str, ...] = TEXT_KEYS) -> Iterator[dict]:
+    """The samples of one shard that have an image and one of ``fields``; what the shard lacks goes to ``tally``."""
     errors: list[BaseException] = []
 
     def skip_rest(exn: BaseException) -> bool:
@@ -222,11 +241,12 @@ def _shard_samples(url: str, tally: ShardTally) -> Iterator[dict]:
     samples = present = 0
     for sample in wds.tarfile_to_samples(handler=skip_rest)([{"url": url}]):
         present += 1
-        if any(k in sample for k in IMAGE_KEYS) and any(k in sample for k in TEXT_KEYS):
+        if any(k in sample for k in IMAGE_KEYS) and any(k in sample for k in fields):
             samples += 1
             yield sample
         else:
-            tally.bad_sample("incomplete_samples", url, sample.get("__key__", "?"), "image or caption missing")
+            missing = "caption" if fields == TEXT_KEYS else " or ".join(fields)
+            tally.bad_sample("incomplete_samples", url, sample.get("__key__", "?"), f"image or {missing} missing")
     tally.shard_read(url, samples, present, errors[0] if errors else None)
 
 
@@ -242,8 +262,8 @@ class TrainLoader:
     ``set_epoch(e, start_batch)`` moves to another epoch without rebuilding (workers start fresh per epoch).
     """
 
-    def __init__(self, spec: StreamSpec, num_samples: int) -> None:
-        self.spec, self.num_samples = spec, num_samples
+    def __init__(self, spec: StreamSpec, num_samples: int, stream: type[ShardBatchStream] = ShardBatchStream) -> None:
+        self.spec, self.num_samples, self.stream = spec, num_samples, stream
         self.counters = SkipCounters()
 
     @property
@@ -264,7 +284,7 @@ class TrainLoader:
 
     def __iter__(self) -> BatchIterator:
         loader = DataLoader(
-            ShardBatchStream(self.spec, self.counters),
+            self.stream(self.spec, self.counters),
             batch_size=None,
             shuffle=False,
             num_workers=self.spec.workers,
@@ -344,12 +364,15 @@ def build_train_loader(
     resampled: bool = False,
     num_samples: int = 0,
     start_batch: int = 0,
+    stream: type[ShardBatchStream] = ShardBatchStream,
+    options: dict | None = None,
 ) -> TrainLoader:
     """The training loader for this rank over the shards in ``spec`` (paths, folders, brace patterns, globs,
     URLs, ``pipe:`` commands or ``data verify`` manifests, joined with ``::``).
 
     ``num_samples`` sizes the epoch (0 = the manifest's total). In epoch mode (``resampled=False``) there must
-    be at least ``max(workers, 1) * world_size`` shards.
+    be at least ``max(workers, 1) * world_size`` shards. ``stream`` forms the batches (image-caption batches by
+    default; another method's subclass reads its ``options``).
     """
     shards = resolve_shards(spec)
     if num_samples <= 0:
@@ -371,14 +394,15 @@ def build_train_loader(
             "fewer data.workers, or data.resampled: true"
         )
     num_batches = math.ceil(num_samples / (batch_size * world_size))
-    stream = StreamSpec(
+    layout = StreamSpec(
         urls=tuple(shards.urls), declared=tuple(shards.sizes or ()),
         batch_size=batch_size, rank=rank, world_size=world_size, workers=workers,
         seed=seed, epoch=epoch, batches_per_worker=math.ceil(num_batches / readers), start_batch=start_batch,
         resampled=resampled, shuffle_buffer=shuffle_buffer, image_size=image_size, augmentation=augmentation,
         crop_scale_min=crop_scale_min, context_length=context_length, multi_label=multi_label,
+        options=tuple(sorted((options or {}).items())),
     )
     build_train_transform(augmentation, image_size, crop_scale_min)  # fail here, not inside a worker
-    loader = TrainLoader(stream, num_samples)
+    loader = TrainLoader(layout, num_samples, stream)
     _check_start(start_batch, loader.steps_per_epoch)
     return loader

@@ -111,3 +111,33 @@ def word_id(word: str | None) -> int:
     if word is None:
         return -1
     return int.from_bytes(hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest(), "little") >> 1
+
+
+# Nouns that name the picture, or a place in it ("in front of", "on top of"), rather than anything in it.
+FRAME_NOUNS = frozenset({"photo", "photograph", "image", "picture", "view", "shot", "close-up", "closeup", "front",
+                         "top", "bottom", "middle", "side", "left", "right", "center", "centre"})
+
+
+def noun_phrases(caption: str) -> list[str]:
+    """The entities a caption names, for Unpair-Seg's mask-entity matching: each run of consecutive nouns (a
+    compound such as "brick wall" stays whole), lower-cased, without repeats and without words for the picture
+    itself or places in it ("photo", "front"). Adjectives and verbs are left out; the same lexicon and modifier rules as
+    ``extract_nouns`` decide what a word is."""
+    lexicon = _lexicon()
+    words = [w.lower() for w in _WORD.findall(caption)]
+    tags = [_tags(w, lexicon) if len(w) > 1 else "" for w in words]
+    phrases: list[str] = []
+    run: list[str] = []
+    for i, word in enumerate(words):
+        own = tags[i]
+        noun = "N" in own and not (("J" in own or "R" in own) and _acts_as_modifier(i, words, tags))
+        noun = noun and not ("V" in own and word.endswith("ing"))  # "lying", "floating": the verb reading wins
+        if noun and word not in FRAME_NOUNS:
+            run.append(word)
+            continue
+        if run:
+            phrases.append(" ".join(run))
+        run = []
+    if run:
+        phrases.append(" ".join(run))
+    return list(dict.fromkeys(phrases))

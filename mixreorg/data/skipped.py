@@ -12,6 +12,8 @@ log = logging.getLogger("mixreorg.data.loader")
 # Kinds of skipped data and how a log line names one and several of them.
 KINDS = {
     "undecodable_images": ("undecodable image", "undecodable images"),
+    # image-mask data: a mask that does not decode, has another size than its image, or a sample with no mask
+    "unusable_masks": ("sample with unusable masks", "samples with unusable masks"),
     "incomplete_samples": ("sample without an image or a caption", "samples without an image or a caption"),
     "unreadable_shards": ("unreadable shard", "unreadable shards"),
     "empty_shards": ("empty shard", "empty shards"),
@@ -24,7 +26,8 @@ WARNINGS_PER_KIND = 3  # per loader (epoch); the totals come in the epoch summar
 
 def unusable(counts: Mapping[str, int]) -> int:
     """Samples lost to bad data: undecodable or incomplete ones, and those missing from bad shards."""
-    return counts.get("undecodable_images", 0) + counts.get("incomplete_samples", 0) + counts.get("samples_missing", 0)
+    lost = ("undecodable_images", "unusable_masks", "incomplete_samples", "samples_missing")
+    return sum(counts.get(kind, 0) for kind in lost)
 
 
 def unusable_fraction(counts: Mapping[str, int]) -> float:

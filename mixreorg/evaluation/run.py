@@ -118,13 +118,14 @@ def load_backend(request: EvalRequest, device: torch.device):
 
         backend = TrainingFreeBackend.from_spec(request.model, request.method or "plain", device)
         return backend, backend.name, None
-    from mixreorg.inference.backend import GroupingBackend
+    from mixreorg.inference.backend import as_backend
     from mixreorg.inference.checkpoints import resolve_checkpoint
     from mixreorg.inference.predictor import load_for_inference
 
     path = request.checkpoint_path or str(resolve_checkpoint(request.checkpoint, cache_dir=request.cache_dir))
     model, config = load_for_inference(path)
-    return GroupingBackend(model).to(device), config.model.name, path
+    name = config.model.name if config.method == "mixreorg" else config.method
+    return as_backend(model).to(device), name, path
 
 
 def evaluate_here(request: EvalRequest, rank: int = 0, world_size: int = 1, local_rank: int = 0) -> dict:
@@ -137,6 +138,15 @@ def evaluate_here(request: EvalRequest, rank: int = 0, world_size: int = 1, loca
     device = pick_device(request.device, world_size, local_rank)
     datasets, skipped = (request.datasets, {}) if request.datasets else choose_datasets(request)
     backend, model_name, path = load_backend(request, device)
+    from mixreorg.inference.backend import GroupingBackend
+
+    if not request.model and not isinstance(backend, GroupingBackend):  # a checkpoint of another method
+        if request.dataset in CLASSIFICATION_SETS:
+            raise MixreorgError(f"--dataset {request.dataset} is classification, evaluated for GroupViT/MixReorg "
+                                f"checkpoints; {model_name} checkpoints are evaluated on the segmentation sets")
+        skipped.update({name: "classification is evaluated for GroupViT/MixReorg checkpoints only"
+                        for name in datasets if name in CLASSIFICATION_SETS})
+        datasets = [name for name in datasets if name not in CLASSIFICATION_SETS]
     results = []
     workers = default_workers(world_size) if request.workers is None else request.workers
     common = dict(device=device, batch_size=request.batch_size, workers=workers, limit=request.limit,

@@ -41,8 +41,13 @@ class DenseBackend(Interface):
 
 
 def as_backend(model) -> DenseBackend:
-    """A backend as is; a GroupViT or MixReorg model wrapped in ``GroupingBackend``."""
-    return model if hasattr(model, "crop_scorer") else GroupingBackend(model)
+    """A backend as is; a model that names its own (``inference_backend()``, e.g. Unpair-Seg's) in that; a GroupViT
+    or MixReorg model in ``GroupingBackend``."""
+    if hasattr(model, "crop_scorer"):
+        return model
+    if hasattr(model, "inference_backend"):
+        return model.inference_backend()
+    return GroupingBackend(model)
 
 
 def check_precision(precision: str, device: torch.device) -> torch.dtype:
@@ -64,6 +69,28 @@ def with_precision(scorer: CropFn, precision: str) -> CropFn:
             return scorer(crops).float()
 
     return score
+
+
+def cosine_crop_scorer(cosines: CropFn, scale: float, protocol: Protocol, precision: str = "fp32") -> CropFn:
+    """The scorer of a backend whose windows give each label's (or name's) cosine similarity per pixel: the cosines
+    themselves under the softmax readout (sclip); otherwise softmax(scale x cosine) over the labels (CLIP's
+    probabilities), refined per window with PAMR where the protocol says, then the protocol's background rule
+    (the threshold rule capped by the window's best score, as GroupViT caps by its best segment)."""
+    from mixreorg.evaluation.pamr import refine_windows
+    from mixreorg.evaluation.zero_shot import apply_background
+
+    if protocol.readout == "softmax":
+        return with_precision(cosines, precision)
+    window_pamr = protocol.pamr_steps if protocol.pamr_stage == "window" else 0
+
+    @torch.no_grad()
+    def score(crops: Tensor) -> Tensor:
+        probs = (scale * cosines(crops)).softmax(dim=1)
+        if window_pamr:
+            probs = refine_windows(crops, probs, window_pamr, protocol.pamr_dilations)
+        return apply_background(probs, protocol.background, protocol.background_score, probs)
+
+    return with_precision(score, precision)
 
 
 def group_embeddings(per_name: Tensor, labels: Sequence[Sequence[str]]) -> Tensor:

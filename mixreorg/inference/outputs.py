@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from mixreorg.data.masks.records import rle_encode
 from mixreorg.errors import MixreorgError
 from mixreorg.utils.io import atomic_path, atomic_write_text
 
@@ -32,14 +33,6 @@ def save_mask_png(label_map: np.ndarray, colors: np.ndarray, path: str | Path) -
     image.putpalette(palette.flatten().tolist())
     with atomic_path(path) as tmp:
         image.save(tmp, format="PNG")
-
-
-def rle_encode(mask: np.ndarray) -> dict:
-    """COCO run-length encoding of a boolean [H, W] mask, with ``counts`` as a JSON-ready string."""
-    from pycocotools import mask as mask_utils
-
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
 def segmentation_record(result) -> dict:
@@ -139,6 +132,31 @@ class FileOutcome:
     path: Path
     ok: bool
     message: str  # the summary line, or why the file was skipped
+
+
+def prompt_files(predictor, files: Sequence[Path], out_dir: Path, formats: tuple[str, ...], points: list,
+                 boxes: list) -> Iterator[FileOutcome]:
+    """Each file's promptable masks (``Predictor.predict_prompts``), written as ``segment_files`` writes labels; a
+    file that does not load, or that a prompt lies outside of, is reported and the rest go on."""
+    from mixreorg.inference.inputs import load_image
+    from mixreorg.inference.visual_prompts import PromptOutside
+
+    used: set[str] = set()
+    for path in files:
+        began = time.perf_counter()
+        try:
+            image = load_image(path)
+        except MixreorgError as exc:
+            yield FileOutcome(path, False, f"skipped {exc}")
+            continue
+        try:
+            result = predictor.predict_prompts(image, points, boxes)
+        except PromptOutside as exc:  # a smaller image than the others: the rest may fit
+            yield FileOutcome(path, False, f"skipped {path}: {exc}")
+            continue
+        result.source = str(path.expanduser().resolve())
+        written = write_outputs(result, out_dir, unique_stem(path, used), formats)
+        yield FileOutcome(path, True, summary_line(path, result, time.perf_counter() - began, written))
 
 
 def segment_files(predictor, files: Sequence[Path], out_dir: Path, formats: tuple[str, ...],

@@ -194,6 +194,22 @@ class Predictor:
                 result.source = str(Path(source).expanduser().resolve())
         return results if batch else results[0]
 
+    @torch.no_grad()
+    def predict_prompts(self, image: ImageLike, points=(), boxes=(), labels: LabelsLike | None = None) -> Segmentation:
+        """Promptable masks (Unpair-Seg checkpoints): one mask per point (x, y) and per box (x1, y1, x2, y2), in the
+        image's pixels. Label k is the k-th prompt (points first), named by its best label when labels are given
+        or set; label 0 is background. ``result.probs`` holds every prompt's mask probabilities."""
+        from mixreorg.inference.visual_prompts import prompt_segmentation
+
+        if labels is not None:
+            self.set_labels(labels)
+        rgb = load_image(image)
+        result = prompt_segmentation(self.backend, rgb, list(points), list(boxes), self._labels, self._embeddings)
+        result.settings = {**self.settings(self.protocol()), **result.settings}
+        if isinstance(image, (str, Path)):
+            result.source = str(Path(image).expanduser().resolve())
+        return result
+
     @staticmethod
     def _result(rgb: np.ndarray, scores: torch.Tensor, working: torch.Tensor, readout, names: list[str],
                 has_background: bool, return_probs: bool) -> Segmentation:

@@ -42,6 +42,10 @@ def resolve_run_config(config: str, data: str, overrides: list[str] | tuple[str,
     cfg = load_config(config, list(overrides))
     data = data or cfg.data.train_data
     cfg.data.train_data = data
+    if cfg.method == "unpairseg":
+        from mixreorg.unpairseg.stages import resolve_stage_config
+
+        resolve_stage_config(cfg)  # stage 2 takes its architecture from its stage-1 checkpoint
     return cfg, data
 
 

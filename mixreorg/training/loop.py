@@ -70,26 +70,9 @@ class RunLength:
 
 
 def build_loader(cfg: Config, data: str, env: DistEnv, epoch: int, start_batch: int = 0):
-    from mixreorg.data.loader import build_train_loader
+    from mixreorg.training.methods import training_method
 
-    return build_train_loader(
-        data,
-        batch_size=cfg.train.batch_size,
-        rank=env.rank,
-        world_size=env.world_size,
-        workers=cfg.data.workers,
-        seed=cfg.train.seed,
-        epoch=epoch,
-        image_size=cfg.model.vision.image_size,
-        context_length=cfg.model.text.context_length,
-        multi_label=cfg.loss.multi_label,
-        augmentation=cfg.data.augmentation,
-        crop_scale_min=cfg.data.crop_scale_min,
-        shuffle_buffer=cfg.data.shuffle_buffer,
-        resampled=cfg.data.resampled,
-        num_samples=cfg.data.train_num_samples,
-        start_batch=start_batch,
-    )
+    return training_method(cfg).build_loader(cfg, data, env, epoch, start_batch)
 
 
 def run_length(cfg: Config, micro_per_epoch: int, world_size: int) -> RunLength:
@@ -202,11 +185,24 @@ def startup_summary(cfg: Config, trainer: Trainer, length: RunLength, run_dir: P
     parameters = sum(p.numel() for p in trainer.model.parameters())
     lr = scaled_lr(train.base_lr, trainer.global_batch)
     return (
-        f"training {cfg.model.name}: {parameters / 1e6:.2f}M parameters, world size {world}, global batch "
+        f"training {run_name(cfg)}: {parameters / 1e6:.2f}M parameters{_frozen(trainer.model)}, world size {world}, "
+        f"global batch "
         f"{trainer.global_batch} ({train.batch_size} per rank x {world} ranks x {train.accum_steps} accumulation "
         f"steps), lr {lr:.3g} (train.base_lr {train.base_lr:g} at batch {REFERENCE_BATCH}), {length.total_steps} "
         f"steps ({length.steps_per_epoch} per epoch), {trainer.precision} on {trainer.device}, run folder {run_dir}"
     )
+
+
+def run_name(cfg: Config) -> str:
+    """What a run trains, as its start line and logs name it."""
+    if cfg.method == "unpairseg":
+        return f"unpairseg (stage {cfg.unpairseg.stage}) on {cfg.unpairseg.model.backbone}"
+    return cfg.model.name
+
+
+def _frozen(model: torch.nn.Module) -> str:
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    return f" ({frozen / 1e6:.2f}M of them frozen)" if frozen else ""
 
 
 def _loop(

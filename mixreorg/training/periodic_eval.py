@@ -67,12 +67,17 @@ class PeriodicEval:
             if isinstance(self.benchmark, ClassificationBenchmark):
                 metrics = evaluate_classification(model, self.benchmark, **common).metrics
             else:
+                from mixreorg.inference.backend import as_backend
+
+                backend = as_backend(model)  # the model's own normalisation and size (GroupViT's, or its backbone's)
                 protocol = resolve_protocol(
                     "groupvit",
                     self.cfg.eval_dataset,
                     self.benchmark.has_background,
-                    model.cfg.vision.image_size,
+                    backend.image_size,
                     published_threshold=self.benchmark.protocol.get("bg_thresh"),
+                    mean=backend.mean,
+                    std=backend.std,
                 )
                 metrics = evaluate_segmentation(model, self.benchmark, protocol, **common).metrics
         finally:

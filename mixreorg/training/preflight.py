@@ -6,14 +6,16 @@ import math
 import os
 from pathlib import Path
 
-from mixreorg.config.schema import Config
+from mixreorg.config.schema import METHODS, Config
 from mixreorg.errors import MixreorgError
 from mixreorg.training.distributed import CollectiveError
 from mixreorg.training.precision import check_precision
 
 
 def check_config(cfg: Config) -> None:
-    train, mixing = cfg.train, cfg.model.mixing
+    train = cfg.train
+    if cfg.method not in METHODS:
+        raise MixreorgError(f"unknown method '{cfg.method}'; choose one of: {', '.join(METHODS)}")
     check_precision(train.precision)
     positive = {
         "train.batch_size": train.batch_size,
@@ -33,11 +35,6 @@ def check_config(cfg: Config) -> None:
             "train.max_steps, train.warmup_epochs, train.eval_every and data.workers cannot be negative"
         )
     _check_numbers(cfg)
-    if mixing.enabled and train.batch_size % mixing.group_size:
-        raise MixreorgError(
-            f"train.batch_size={train.batch_size} (per rank) is not divisible by the mixing group "
-            f"model.mixing.group_size={mixing.group_size}; use a multiple of {mixing.group_size}"
-        )
     choices = {
         "loss.multi_label_positives": (cfg.loss.multi_label_positives, ("own", "same_word")),
         "loss.segmentation_texts": (cfg.loss.segmentation_texts, ("global", "local", "group")),
@@ -122,9 +119,9 @@ def check_run(cfg: Config, data: str, run_dir: Path, resume: str | None, world_s
             from mixreorg.training.periodic_eval import open_eval_benchmark
 
             open_eval_benchmark(cfg.train.eval_dataset, cfg.train.eval_data_root)
-        from mixreorg.model.build import validate_model_config  # imports the model code: last
+        from mixreorg.training.methods import training_method  # the method's checks import its model code: last
 
-        validate_model_config(cfg.model)
+        training_method(cfg).validate(cfg)
     except CollectiveError:
         raise
     except MixreorgError as exc:

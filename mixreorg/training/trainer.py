@@ -19,16 +19,14 @@ from torch.nn.parallel import DistributedDataParallel
 
 from mixreorg.config.schema import Config
 from mixreorg.data.transforms import normalize_pixels
-from mixreorg.losses import compute_losses
-from mixreorg.model import MixReorgModel, build_model
-from mixreorg.model.mixing import MixingPlan, sample_mixing_plan
-from mixreorg.model.projector import ProjectMLP
 from mixreorg.training.distributed import DistEnv
+from mixreorg.training.methods import training_method
 from mixreorg.training.optim import WarmupCosineSchedule, build_optimizer
 from mixreorg.training.precision import autocast, build_scaler, resolve_precision
 
-# images [B, 3, S, S], tokens [B, 1 + K_txt, L], and optionally the prompt word ids [B, K_txt] (loader.Batch)
-Batch = tuple[Tensor, ...]
+# What the method's loader yields: for GroupViT/MixReorg images [B, 3, S, S], tokens [B, 1 + K_txt, L], and
+# optionally the prompt word ids [B, K_txt] (loader.Batch)
+Batch = tuple
 
 
 @dataclass
@@ -41,34 +39,8 @@ class StepResult:
     stop_requested: bool  # some rank received SIGTERM/SIGINT
 
 
-def plan_seed(seed: int, step: int, micro: int, accum_steps: int) -> int:
-    """A distinct, reproducible seed per micro-batch: the same on every rank and after a resume."""
-    return (seed * 1_000_003 + step * accum_steps + micro) % (2**63)
-
-
-def global_mixing_plan(
-    env: DistEnv, local_batch: int, num_tokens: int, group_size: int, device: torch.device, seed: int
-) -> MixingPlan:
-    """Sample the plan for the whole global batch, keep this rank's groups.
-
-    Every rank draws the same plan, so the mixing of a global batch does not depend on how it is split
-    over ranks: a 2-rank run mixes exactly as a 1-rank run on the concatenated batch.
-    """
-    generator = torch.Generator(device=device).manual_seed(seed)
-    plan = sample_mixing_plan(local_batch * env.world_size, num_tokens, group_size, device, generator)
-    groups = local_batch // group_size
-    return plan.select_groups(env.rank * groups, (env.rank + 1) * groups)
-
-
-def enable_sync_batchnorm(model: torch.nn.Module) -> None:
-    """GroupViT's SyncBN projectors: BatchNorm statistics over the batch of every rank."""
-    for module in model.modules():
-        if isinstance(module, ProjectMLP):
-            module.sync_batchnorm = True
-
-
 class Trainer:
-    """Builds the model, wraps it for DDP/compile, and runs optimizer steps on given micro-batches."""
+    """Builds the method's model, wraps it for DDP/compile, and runs optimizer steps on given micro-batches."""
 
     def __init__(
         self, cfg: Config, env: DistEnv, device: torch.device, *, warmup_steps: int, total_steps: int
@@ -76,15 +48,13 @@ class Trainer:
         train = cfg.train
         self.cfg, self.env, self.device = cfg, env, device
         self.precision = resolve_precision(train.precision, device)
+        self.method = training_method(cfg)
         # The same seed on every rank gives identical initial weights (DDP would broadcast them anyway).
         torch.manual_seed(train.seed)
-        self.model: MixReorgModel = build_model(cfg).to(device)
-        self.model.image_encoder.grad_checkpointing = train.grad_checkpointing
-        if train.grad_checkpointing and hasattr(self.model.text_encoder, "set_grad_checkpointing"):
-            self.model.text_encoder.set_grad_checkpointing(True)
+        self.model: torch.nn.Module = self.method.build_model(cfg).to(device)
+        self.method.prepare(self.model, cfg, env.distributed)
         self.wrapped: torch.nn.Module = self.model
         if env.distributed:
-            enable_sync_batchnorm(self.model)
             self.wrapped = DistributedDataParallel(
                 self.model, device_ids=[device.index] if device.type == "cuda" else None, **_no_buffer_sync()
             )
@@ -108,31 +78,21 @@ class Trainer:
         """Called from a signal handler: every rank learns about it at the end of the current step."""
         self._stop_flag = True
 
-    def mixing_plan(self, images: Tensor, micro: int) -> MixingPlan | None:
-        """This rank's share of the global plan for micro-batch ``micro`` of the current step (None: GroupViT)."""
-        mixing = self.cfg.model.mixing
-        if not mixing.enabled:
-            return None
-        patch = self.cfg.model.vision.patch_size
-        num_tokens = (images.shape[-2] // patch) * (images.shape[-1] // patch)
-        seed = plan_seed(self.cfg.train.seed, self.step_count, micro, self.cfg.train.accum_steps)
-        return global_mixing_plan(self.env, images.shape[0], num_tokens, mixing.group_size, self.device, seed)
+    def normalized(self, images: Tensor) -> Tensor:
+        """The loader's uint8 pixels normalised on the device into one reused float batch (a fresh ~40 MB one would
+        page-fault every step on a CPU); float images as they are."""
+        if images.dtype != torch.uint8:
+            return images
+        if self._normalized is None or self._normalized.shape != images.shape:
+            self._normalized = torch.empty(images.shape, dtype=torch.float32, device=self.device)
+        return normalize_pixels(images, out=self._normalized)
 
     def _micro_step(self, batch: Batch, micro: int, last: bool) -> dict[str, Tensor]:
-        images, texts, *rest = (part.to(self.device, non_blocking=True) for part in batch)
-        if images.dtype == torch.uint8:  # the loader's pixels: normalised here, on the device, into one reused
-            # float batch (a fresh ~40 MB one would page-fault every step on a CPU)
-            if self._normalized is None or self._normalized.shape != images.shape:
-                self._normalized = torch.empty(images.shape, dtype=torch.float32, device=self.device)
-            images = normalize_pixels(images, out=self._normalized)
-        words = rest[0] if rest else None
-        plan = self.mixing_plan(images, micro)
         sync = last or not self.env.distributed
         no_sync = self.wrapped.no_sync() if not sync else contextlib.nullcontext()
         with no_sync:
             with autocast(self.precision, self.device):
-                outputs = self.forward(images, texts, plan=plan) if plan is not None else self.forward(images, texts)
-                losses = compute_losses(outputs, self.cfg.loss, self.cfg.model.mixing.group_size, words)
+                losses = self.method.losses(self, batch, micro)
             loss = losses["loss"].float() / self.cfg.train.accum_steps
             (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
         return {key: value.detach().float() for key, value in losses.items()}

@@ -13,21 +13,33 @@ segment).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from mixreorg.errors import MixreorgError
-from mixreorg.evaluation.pamr import refine_windows
 from mixreorg.evaluation.protocols import Protocol, check_templates
 from mixreorg.evaluation.sliding import CropFn
-from mixreorg.evaluation.zero_shot import apply_background
-from mixreorg.inference.backend import check_precision, group_embeddings, with_precision
+from mixreorg.inference.backend import check_precision, cosine_crop_scorer, group_embeddings
 from mixreorg.training_free.dense import dense_features
 from mixreorg.training_free.methods import Method, get_method
 from mixreorg.training_free.openclip import ModelSpec, create_openclip, parse_model_spec, tokenizer_for, vision_tower
+
+
+def template_embeddings(encode: Callable[[list[str]], Tensor], names: Sequence[str], templates: Sequence[str],
+                        batch_size: int = 512) -> Tensor:
+    """[Q, D] normalised embeddings: per name, the normalised mean of its prompts' normalised ``encode`` outputs
+    (CLIP's zero-shot recipe, as the SCLIP lineage computes it)."""
+    templates = check_templates(templates)
+    prompts = [template.format(name) for name in names for template in templates]
+    chunks = [F.normalize(encode(prompts[start : start + batch_size]).float(), dim=-1)
+              for start in range(0, len(prompts), batch_size)]
+    embeddings = F.normalize(torch.cat(chunks).reshape(len(names), len(templates), -1).mean(dim=1), dim=-1)
+    if not torch.isfinite(embeddings).all():
+        raise MixreorgError("the text tower gives non-finite embeddings; its weights are broken")
+    return embeddings
 
 
 def _default_tokenizer(model: torch.nn.Module):
@@ -74,18 +86,8 @@ class TrainingFreeBackend:
     @torch.no_grad()
     def encode_names(self, names: Sequence[str], templates: Sequence[str], batch_size: int = 512) -> Tensor:
         """[Q, D] normalised embeddings: per name, the normalised mean of its normalised prompt embeddings."""
-        templates = check_templates(templates)
-        tokenizer = self.tokenizer
-        prompts = [template.format(name) for name in names for template in templates]
-        chunks = []
-        for start in range(0, len(prompts), batch_size):
-            tokens = tokenizer(prompts[start : start + batch_size]).to(self.device)
-            chunks.append(F.normalize(self.model.encode_text(tokens).float(), dim=-1))
-        per_prompt = torch.cat(chunks).reshape(len(names), len(templates), -1)
-        embeddings = F.normalize(per_prompt.mean(dim=1), dim=-1)
-        if not torch.isfinite(embeddings).all():
-            raise MixreorgError(f"{self.name}'s text tower gives non-finite embeddings; its weights are broken")
-        return embeddings
+        return template_embeddings(lambda texts: self.model.encode_text(self.tokenizer(texts).to(self.device)),
+                                   names, templates, batch_size)
 
     def encode_labels(self, labels: Sequence[Sequence[str]], templates: Sequence[str],
                       synonyms: str = "mean") -> Tensor:
@@ -103,16 +105,5 @@ class TrainingFreeBackend:
 
     def crop_scorer(self, embeddings: Tensor, protocol: Protocol, precision: str = "fp32") -> CropFn:
         check_precision(precision, self.device)
-        if protocol.readout == "softmax":
-            return with_precision(lambda crops: self.cosines(crops, embeddings), precision)
         scale = float(self.model.logit_scale.exp()) if hasattr(self.model, "logit_scale") else 100.0
-        window_pamr = protocol.pamr_steps if protocol.pamr_stage == "window" else 0
-
-        @torch.no_grad()
-        def score(crops: Tensor) -> Tensor:
-            probs = (scale * self.cosines(crops, embeddings)).softmax(dim=1)
-            if window_pamr:
-                probs = refine_windows(crops, probs, window_pamr, protocol.pamr_dilations)
-            return apply_background(probs, protocol.background, protocol.background_score, probs)
-
-        return with_precision(score, precision)
+        return cosine_crop_scorer(lambda crops: self.cosines(crops, embeddings), scale, protocol, precision)

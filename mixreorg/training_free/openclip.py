@@ -40,8 +40,9 @@ def is_model_spec(text: str) -> bool:
     return str(text).startswith(PREFIX)
 
 
-def parse_model_spec(text: str) -> ModelSpec:
-    """``openclip:MODEL:TAG`` -> ModelSpec, checked against open_clip's list of architectures and tags."""
+def parse_model_spec(text: str, vit_only: bool = True) -> ModelSpec:
+    """``openclip:MODEL:TAG`` -> ModelSpec, checked against open_clip's list of architectures and tags (and, with
+    ``vit_only``, refused unless the image tower is one of open_clip's own ViTs)."""
     import open_clip
 
     if not is_model_spec(text):
@@ -65,7 +66,8 @@ def parse_model_spec(text: str) -> ModelSpec:
         raise MixreorgError(f"'{tag}' is neither a pretrained tag of open_clip's {name} nor a weights file; "
                             f"its tags: {', '.join(tags) or 'none (pass a weights file)'}")
     spec = ModelSpec(name, tag if tag in tags else str(Path(tag).expanduser()))
-    _check_architecture(spec, open_clip.get_model_config(name) or {})
+    if vit_only:
+        _check_architecture(spec, open_clip.get_model_config(name) or {})
     return spec
 
 

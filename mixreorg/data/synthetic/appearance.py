@@ -197,6 +197,12 @@ def caption(objects: list[dict], backgrounds: list[str], pick: random.Random) ->
 
 def render_scene(rng: np.random.Generator, image_size: int = 96) -> tuple[Image.Image, np.ndarray, str, dict]:
     """One scene: (RGB image, uint8 label map of class indices, caption, metadata of what was drawn)."""
+    return draw_scene(rng, image_size)[:4]
+
+
+def draw_scene(rng: np.random.Generator, image_size: int = 96) -> tuple[Image.Image, np.ndarray, str, dict, np.ndarray]:
+    """``render_scene``'s outputs and the int16 instance map (0 background, object k at k, in ``meta["objects"]``
+    order), from the same draws."""
     size = image_size
     image, labels, backgrounds = draw_backgrounds(rng, size, _CLASS_IDS)
     animals = [name for name in ANIMALS if not _CLASHES.get(name, set()) & set(backgrounds)]
@@ -220,4 +226,4 @@ def render_scene(rng: np.random.Generator, image_size: int = 96) -> tuple[Image.
         ],
     }
     meta["caption"] = caption(objects, backgrounds, random.Random(int(rng.integers(2**62))))
-    return Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)), labels, meta["caption"], meta
+    return Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)), labels, meta["caption"], meta, instances

@@ -176,6 +176,17 @@ def render_scene(
     ``shapes`` and ``patterns`` narrow what objects may be (the corpus uses all; the shape probe asks whether
     fewer, plainer shapes are learned sooner).
     """
+    return draw_scene(rng, image_size, shapes, patterns)[:4]
+
+
+def draw_scene(
+    rng: np.random.Generator,
+    image_size: int = 96,
+    shapes: tuple[str, ...] = SHAPES,
+    patterns: tuple[str, ...] = PATTERNS,
+) -> tuple[Image.Image, np.ndarray, str, dict, np.ndarray]:
+    """``render_scene``'s outputs and the int16 instance map (0 background, object k at k, in ``meta["objects"]``
+    order), from the same draws."""
     if not shapes or not set(shapes) <= set(SHAPES) or not patterns or not set(patterns) <= set(PATTERNS):
         raise ValueError(f"shapes must come from {SHAPES} and patterns from {PATTERNS}")
     size = image_size
@@ -204,6 +215,6 @@ def render_scene(
     }
     caption = _caption(objects, backgrounds, random.Random(int(rng.integers(2**62))))
     meta["caption"] = caption
-    return Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)), labels, caption, meta
+    return Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)), labels, caption, meta, instances
 
 
