@@ -161,7 +161,9 @@ def _rank_worker(rank: int, world: int, port: int, queue) -> None:
     loss = _all_losses(**local, scale=torch.tensor(8.0))
     # DDP averages gradients over ranks; do the same by hand.
     (loss / world).backward()
-    grads = {k: v.grad for k, v in local.items() if v.grad is not None}
+    # As numpy arrays, pickled by value: a tensor travels as a shared-memory handle that dies with this process,
+    # which may exit before the parent reads the queue.
+    grads = {k: v.grad.numpy() for k, v in local.items() if v.grad is not None}
     summed = torch.tensor([loss.item()])
     dist.all_reduce(summed)
     queue.put((rank, float(summed) / world, grads))
@@ -193,4 +195,4 @@ def test_two_gloo_ranks_give_the_single_process_loss_and_gradients():
     for rank, _, grads in results:
         for key, grad in grads.items():
             expected = inputs[key].grad[rank * 4 : (rank + 1) * 4]
-            torch.testing.assert_close(grad, expected, atol=1e-6, rtol=1e-4)
+            torch.testing.assert_close(torch.from_numpy(grad), expected, atol=1e-6, rtol=1e-4)
