@@ -269,8 +269,14 @@ def main() -> None:
     results["colour_clustering_oracle"] = {"runs": [colour_clustering(data)]}
     runs: dict[str, list[Path]] = {}
     for (variant, seed, run, _, _), timing in zip(jobs, timings, strict=True):
-        model, _ = load_model(run / "model")
-        summary = evaluate(model.to(device), data, device)
+        # Kept beside the run, so a rerun with more seeds or rows evaluates only the new runs.
+        cached = run / f"bench_eval_{data.name}.json"
+        if cached.is_file():
+            summary = json.loads(cached.read_text())
+        else:
+            model, _ = load_model(run / "model")
+            summary = evaluate(model.to(device), data, device)
+            cached.write_text(json.dumps(summary))
         key = "eval/synthetic/objects_miou"  # the periodic evaluations' objects mIoU, when --eval-every is set
         curve = {str(r["step"]): r[key] for r in read_metrics(run) if key in r}  # str: the keys JSON keeps
         results.setdefault(variant, {"runs": []})["runs"].append({"seed": seed, **timing, **summary, "curve": curve})

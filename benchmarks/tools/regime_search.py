@@ -144,6 +144,45 @@ def report() -> str:
     return "\n".join(lines) + "\n"
 
 
+# The rows that vary one thing from the chosen setting (animal radius 0.4-0.7, linear projector, 1500 steps,
+# width 128): (panel title, x label, [(series, [(x, row name), ...])]).
+TRENDS = [
+    ("training steps", "steps", [
+        ("GroupViT", [(1500, "gv_p1_w2"), (1500, "gv_p1_w2_s1"), (1500, "gv_p1_w2_s2"), (3000, "gv_p1_w2_3k")]),
+        ("MixReorg", [(1500, "mr_p1_w2_segdetach"), (3000, "mr_p1_w2_sd_3k")]),
+    ]),
+    ("encoder width (GroupViT)", "width", [
+        ("GroupViT", [(128, "gv_p1_w2"), (128, "gv_p1_w2_s1"), (128, "gv_p1_w2_s2"), (192, "gv_p1_w2_w192")]),
+    ]),
+    ("animal size (GroupViT)", "largest radius, fraction of half the side", [
+        ("GroupViT", [(0.55, "gv_proj1"), (0.7, "gv_p1_w2"), (0.7, "gv_p1_w2_s1"), (0.7, "gv_p1_w2_s2"),
+                      (0.85, "gv_p1_w3")]),
+    ]),
+]
+
+
+def trends_figure(path: Path) -> None:
+    """Objects mIoU and object-region IoU against steps, width and animal size, with the issue's targets."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = {r["name"]: r for r in map(json.loads, RESULTS.read_text().splitlines())}
+    fig = Figure(figsize=(13, 3.8), layout="constrained")
+    FigureCanvasAgg(fig)
+    for axis, (title, xlabel, series) in zip(fig.subplots(1, len(TRENDS)), TRENDS, strict=True):
+        for number, (label, points) in enumerate(series):
+            points = [(x, rows[name]) for x, name in points if name in rows]
+            for key, marker, what in (("objects", "o", "objects mIoU"), ("object_regions", "s", "object regions")):
+                axis.scatter([x for x, _ in points], [r[key] for _, r in points], marker=marker, color=f"C{number}",
+                             label=f"{label}: {what}", facecolors="none" if key == "objects" else f"C{number}")
+        axis.axhline(40, color="grey", linestyle=":", linewidth=1)
+        axis.axhline(50, color="grey", linestyle="--", linewidth=1)
+        axis.set(title=title, xlabel=xlabel, ylim=(0, 60))
+        axis.legend(fontsize=7)
+    fig.axes[0].set_ylabel("IoU (targets: objects 40 dotted, regions 50 dashed)")
+    fig.savefig(path, dpi=110)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -160,10 +199,11 @@ def main() -> None:
     one.add_argument("--name", required=True)
     one.add_argument("--work", type=Path, default=Path("benchmarks/work/regime_search"))
     one.add_argument("overrides", nargs="*")
-    commands.add_parser("report", help="write regime_search_cpu.md from the rows")
+    commands.add_parser("report", help="write regime_search_cpu.md and _trends.png from the rows")
     args = parser.parse_args()
     if args.command == "report":
         RESULTS.with_suffix(".md").write_text(report())
+        trends_figure(RESULTS.with_name(RESULTS.stem + "_trends.png"))
         return
     if args.command == "corpus":
         make_corpus(args.out, args.radius, args.radius_of_three, args.counts)
