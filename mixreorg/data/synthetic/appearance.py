@@ -15,7 +15,14 @@ import random
 import numpy as np
 from PIL import Image
 
-from mixreorg.data.synthetic.backgrounds import BACKGROUNDS, BG_NOUNS, draw_backgrounds, grid, where_phrase
+from mixreorg.data.synthetic.backgrounds import (
+    BACKGROUNDS,
+    BG_NOUNS,
+    draw_backgrounds,
+    grid,
+    scene_meta,
+    where_phrase,
+)
 
 ANIMALS = ("zebra", "tiger", "leopard", "dalmatian", "ladybug", "giraffe")
 CLASSES = ANIMALS + BACKGROUNDS
@@ -215,15 +222,6 @@ def draw_scene(rng: np.random.Generator, image_size: int = 96) -> tuple[Image.Im
         labels[mask], instances[mask] = _CLASS_IDS[name], number
         objects.append({"name": name, "class_id": _CLASS_IDS[name]})
     image *= rng.uniform(0.85, 1.15)  # lighting
-    for number, obj in enumerate(objects, 1):
-        ys, xs = np.nonzero(instances == number)
-        obj["area"] = int(len(ys))
-        obj["bbox"] = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
-    meta = {
-        "objects": objects,
-        "backgrounds": [
-            {"name": b, "class_id": _CLASS_IDS[b], "area": int((labels == _CLASS_IDS[b]).sum())} for b in backgrounds
-        ],
-    }
+    meta = scene_meta(objects, backgrounds, labels, instances, _CLASS_IDS)
     meta["caption"] = caption(objects, backgrounds, random.Random(int(rng.integers(2**62))))
     return Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)), labels, meta["caption"], meta, instances

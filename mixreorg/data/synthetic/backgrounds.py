@@ -1,4 +1,5 @@
-"""Backgrounds shared by every synthetic world: eight textured surfaces, horizons, and the phrases naming them."""
+"""What every synthetic world shares: eight textured backgrounds, horizons, the phrases naming them, and the
+scene record (areas and boxes) written beside each picture."""
 
 from __future__ import annotations
 
@@ -132,3 +133,18 @@ def where_phrase(backgrounds: list[str], pick) -> str:
     if len(backgrounds) == 2:
         where += " " + pick.choice(UPPER_PHRASES[backgrounds[0]])
     return "" if pick.random() < 0.12 else where
+
+
+def scene_meta(objects: list[dict], backgrounds: list[str], labels: np.ndarray, instances: np.ndarray,
+               class_ids: dict[str, int]) -> dict:
+    """The scene record: each object (instance ``n`` is ``objects[n - 1]``) gains its area and box, in place."""
+    for number, obj in enumerate(objects, 1):
+        ys, xs = np.nonzero(instances == number)
+        obj["area"] = int(len(ys))
+        obj["bbox"] = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+    return {
+        "objects": objects,
+        "backgrounds": [
+            {"name": b, "class_id": class_ids[b], "area": int((labels == class_ids[b]).sum())} for b in backgrounds
+        ],
+    }

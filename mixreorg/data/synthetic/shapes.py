@@ -15,7 +15,15 @@ import random
 import numpy as np
 from PIL import Image, ImageDraw
 
-from mixreorg.data.synthetic.backgrounds import BACKGROUNDS, BG_NOUNS, draw_backgrounds, grid, jitter, where_phrase
+from mixreorg.data.synthetic.backgrounds import (
+    BACKGROUNDS,
+    BG_NOUNS,
+    draw_backgrounds,
+    grid,
+    jitter,
+    scene_meta,
+    where_phrase,
+)
 
 SHAPES = ("circle", "square", "triangle", "star", "heart", "ring", "cross", "diamond", "hexagon", "crescent")
 CLASSES = SHAPES + BACKGROUNDS
@@ -202,17 +210,7 @@ def draw_scene(
         labels[mask], instances[mask] = CLASSES.index(kind), number
         objects.append({"shape": kind, "colour": colour, "pattern": pattern, "class_id": CLASSES.index(kind)})
     image *= rng.uniform(0.85, 1.15)  # lighting: the same named colour changes value from image to image
-    for number, obj in enumerate(objects, 1):
-        ys, xs = np.nonzero(instances == number)
-        obj["area"] = int(len(ys))
-        obj["bbox"] = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
-    meta = {
-        "objects": objects,
-        "backgrounds": [
-            {"name": b, "class_id": CLASSES.index(b), "area": int((labels == CLASSES.index(b)).sum())}
-            for b in backgrounds
-        ],
-    }
+    meta = scene_meta(objects, backgrounds, labels, instances, {name: i for i, name in enumerate(CLASSES)})
     caption = _caption(objects, backgrounds, random.Random(int(rng.integers(2**62))))
     meta["caption"] = caption
     return Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)), labels, caption, meta, instances
