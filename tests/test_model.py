@@ -178,3 +178,20 @@ def test_uninitialised_build_then_strict_load_equals_the_original(tiny_model):
     with torch.no_grad():
         torch.testing.assert_close(empty.encode_text(tokens), tiny_model.encode_text(tokens))
         torch.testing.assert_close(empty.encode_image(images)[0], tiny_model.encode_image(images)[0])
+
+
+def test_tiny_presets_project_with_one_linear_layer_and_the_paper_presets_with_groupvits_head():
+    # The tiny presets' projector is affine (no BatchNorm whose statistics collapse the small models' segments);
+    # the paper-scale presets keep GroupViT's Linear-BatchNorm-ReLU-Linear.
+    torch.manual_seed(0)
+    for preset in ("tiny", "tiny_groupvit"):
+        model = build_model(preset).train()
+        for projector in (model.image_projector, model.text_projector):
+            assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in projector.modules())
+            a, b = torch.randn(4, projector.linear_out.in_features), torch.randn(4, projector.linear_out.in_features)
+            zero = projector(torch.zeros_like(a))
+            torch.testing.assert_close(projector(a + b) - zero, (projector(a) - zero) + (projector(b) - zero))
+    for preset in ("groupvit_vits16", "mixreorg_vits16"):
+        assert load_config(preset).model.projection.num_layers == 2
+    two = build_model("tiny", ["model.projection.num_layers=2"])
+    assert isinstance(two.image_projector.linear_hidden[1], torch.nn.BatchNorm1d)
