@@ -129,15 +129,16 @@ def group_figure(models: dict, benchmark, path: Path) -> None:
     from matplotlib.figure import Figure
 
     columns = ["image", "true regions", *models]
-    fig = Figure(figsize=(1.8 * len(columns), 1.8 * FIGURE_IMAGES))
+    rows = min(FIGURE_IMAGES, len(benchmark))
+    fig = Figure(figsize=(1.8 * len(columns), 1.8 * rows))
     FigureCanvasAgg(fig)
     segment_colours = np.random.default_rng(0).integers(40, 255, (256, 3)).astype(np.uint8)
-    for row in range(FIGURE_IMAGES):
+    for row in range(rows):
         image, label, _ = benchmark[row]
         panels = [image, np.asarray(benchmark.palette, np.uint8)[label]]
         panels += [segment_colours[model_view(model, image)[0] % 256] for model in models.values()]
         for column, panel in enumerate(panels):
-            axis = fig.add_subplot(FIGURE_IMAGES, len(columns), row * len(columns) + column + 1)
+            axis = fig.add_subplot(rows, len(columns), row * len(columns) + column + 1)
             axis.imshow(panel, interpolation="nearest")
             axis.set_axis_off()
             if row == 0:
