@@ -150,25 +150,28 @@ def _curves(runs: dict[str, list[Path]], path: Path) -> None:
 
     from mixreorg.training.logging import read_metrics
 
-    fig = Figure(figsize=(15, 4.5))
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 3)
     titles = ("image-text contrastive loss (original branch)", "segments per training image",
               "objects mIoU on the synthetic eval set")
-    for variant, folders in runs.items():
-        color = f"C{list(runs).index(variant) % 10}"
-        for number, folder in enumerate(folders):
-            records = read_metrics(folder)
-            series = (
-                [(r["step"], r["contrastive_loss"]) for r in records if "contrastive_loss" in r],
-                [(r["step"], r["segments_per_image"]) for r in records if "segments_per_image" in r],
-                [(r["step"], r[k]) for r in records for k in r if k.endswith("/objects_miou")],
-            )
-            for axis, points in zip(axes, series, strict=True):
+    curves = {  # per variant, per run: the points of each panel
+        variant: [(
+            [(r["step"], r["contrastive_loss"]) for r in records if "contrastive_loss" in r],
+            [(r["step"], r["segments_per_image"]) for r in records if "segments_per_image" in r],
+            [(r["step"], r[k]) for r in records for k in r if k.endswith("/objects_miou")],
+        ) for records in map(read_metrics, folders)]
+        for variant, folders in runs.items()
+    }
+    # The evaluation panel only when runs evaluated during training (--eval-every).
+    panels = 3 if any(series[2] for runs_ in curves.values() for series in runs_) else 2
+    fig = Figure(figsize=(5 * panels, 4.5))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, panels)
+    for index, (variant, per_run) in enumerate(curves.items()):
+        for number, series in enumerate(per_run):
+            for axis, points in zip(axes, series[:panels], strict=True):
                 if points:
-                    axis.plot(*zip(*points, strict=True), color=color, alpha=0.6,
+                    axis.plot(*zip(*points, strict=True), color=f"C{index % 10}", alpha=0.6,
                               label=variant if number == 0 else None)
-    for axis, title in zip(axes, titles, strict=True):
+    for axis, title in zip(axes, titles[:panels], strict=True):
         axis.set(title=title, xlabel="step")
         axis.legend(fontsize=7)
     fig.tight_layout()
