@@ -43,7 +43,10 @@ bench: install
 	$(PY) benchmarks/run_all.py
 
 bench-learning: install
-	$(PY) benchmarks/bench_learning.py
+	$(PY) benchmarks/bench_learning.py --seeds 3 --seeds-of groupvit=5 mixreorg=5 --variants groupvit mixreorg \
+		mixreorg_seg_attached mixreorg_no_contextual mixreorg_no_progressive mixreorg_no_restoration \
+		mixreorg_no_segmentation mixreorg_progressive_detach --jobs 2 --set train.torch_compile=true \
+		--name learning_appearance_cpu
 	$(PY) benchmarks/bench_shape_probe.py
 
 # Wheels the GPU machine's image lacks (it reaches no package index), for benchmarks/gpu_learning.sh.
