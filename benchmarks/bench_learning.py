@@ -65,10 +65,10 @@ VARIANTS: dict[str, tuple[str, list[str], str]] = {
 }
 
 
-def corpus(world: str, train_size: int, eval_size: int, image_size: int) -> Path:
+def corpus(world: str, train_size: int, eval_size: int, image_size: int, work: Path = WORK) -> Path:
     from mixreorg.data.synthetic import generate_corpus
 
-    folder = WORK / f"synth_{world}_{image_size}px_{train_size}_{eval_size}"
+    folder = work / f"synth_{world}_{image_size}px_{train_size}_{eval_size}"
     if not (folder / "synth.json").is_file():
         generate_corpus(folder, train_size=train_size, eval_size=eval_size, image_size=image_size, seed=0,
                         world=world, workers=os.cpu_count() or 1)
@@ -119,8 +119,23 @@ def colour_clustering(data: Path, clusters: int = 4, seed: int = 0) -> dict:
     return {"mIoU": matrix.scores(benchmark.classes).miou}
 
 
-def train_run(run: Path, preset: str, overrides: list[str], data: Path, threads: int) -> dict:
-    """Train through the real CLI (reused when its model exists); returns wall and CPU seconds."""
+def run_folder(world: str, scale: str, variant: str, seed: int, steps: int, common: list[str],
+               work: Path = WORK) -> Path:
+    """Where a variant's run lives; the name carries everything that makes it differ from another run."""
+    run = work / "runs" / f"{world}_{scale}_{variant}_seed{seed}_{steps}"
+    if common:
+        run = run.with_name(run.name + "_" + "_".join(s.replace("=", "-") for s in common))
+    return run
+
+
+def variant_overrides(variant: str, seed: int, steps: int, common: list[str]) -> list[str]:
+    return [*common, *VARIANTS[variant][1], f"train.max_steps={steps}", f"train.seed={seed}",
+            f"train.save_every={steps}"]
+
+
+def train_run(run: Path, preset: str, overrides: list[str], data: Path, threads: int,
+              manifest: str = "train") -> dict:
+    """Train through the real CLI on ``data/<manifest>`` (reused when its model exists); wall and CPU seconds."""
     timing = run / "bench_time.json"
     if (run / "model" / "model.safetensors").is_file() and timing.is_file():
         return json.loads(timing.read_text())
@@ -130,7 +145,7 @@ def train_run(run: Path, preset: str, overrides: list[str], data: Path, threads:
     run.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     command = [sys.executable, "-m", "mixreorg.cli.main", "train", "--config", preset,
-               "--data", str(data / "train" / "manifest.json"), "--out", str(run), *overrides]
+               "--data", str(data / manifest / "manifest.json"), "--out", str(run), *overrides]
     start = time.perf_counter()
     log_path = run.parent / f"{run.name}.log"
     with open(log_path, "w") as log:
@@ -252,15 +267,12 @@ def main() -> None:
         for variant in args.variants:
             if seed >= seeds[variant]:
                 continue
-            method, overrides, _ = VARIANTS[variant]
-            run_overrides = [*args.set, *overrides, f"train.max_steps={steps[method]}", f"train.seed={seed}",
-                             f"train.save_every={steps[method]}"]
+            method = VARIANTS[variant][0]
+            run_overrides = variant_overrides(variant, seed, steps[method], args.set)
             if args.eval_every:
                 run_overrides += [f"train.eval_every={args.eval_every}", "train.eval_dataset=synthetic",
                                   f"train.eval_data_root={data}"]
-            run = WORK / "runs" / f"{args.world}_{args.scale}_{variant}_seed{seed}_{steps[method]}"
-            if args.set:
-                run = run.with_name(run.name + "_" + "_".join(s.replace("=", "-") for s in args.set))
+            run = run_folder(args.world, args.scale, variant, seed, steps[method], args.set)
             jobs.append((variant, seed, run, presets[method], run_overrides))
     with ThreadPoolExecutor(args.jobs) as pool:
         timings = list(pool.map(lambda job: train_run(job[2], job[3], job[4], data, threads), jobs))

@@ -11,7 +11,9 @@ the same corpus (image-caption pairs and a disjoint image-mask split, both from 
   the image-mask pairs, stage 2 (``unpairseg_tiny_align``, ``--align-steps``) on the captions. Scored after stage 1
   too (the adapter still the identity: the backbone's own region embeddings);
 - GroupViT again with Unpair-Seg's whole CPU time (its backbone's steps plus as many more as its two stages took,
-  at GroupViT's measured speed): the equal-budget comparison.
+  at GroupViT's measured speed): the equal-budget comparison;
+- Unpair-Seg's two stages on that seed's MixReorg instead (``unpairseg_on_mixreorg``): masks from image-mask pairs,
+  names from the better text-supervised backbone.
 
 Scores: mIoU on the world's evaluation set under the ``groupvit`` protocol, object and background classes apart;
 class-agnostic mask quality on held-out image-mask pairs (another seed's mask split): for every true instance mask,
@@ -22,8 +24,12 @@ backgrounds apart. Latency (``--threads`` 2, median of ``--repeats``): ``Predict
 and one 448 px window's dense scores, for Unpair-Seg as the paper builds it (ConvNeXt-L backbone, 10 decoder layers,
 a 20 x 20 grid; random weights, nothing downloaded) and with our GroupViT-S/16 as backbone, against GroupViT-S/16.
 
-Runs are trained in this process with the real trainer (the same code as ``mixreorg train``); they are kept under
-``--work`` and reused, so a rerun re-scores without retraining.
+Every training goes through the real ``mixreorg train`` command (bench_learning.py's ``train_run``), one thread
+each, ``--jobs`` seeds at once. GroupViT and MixReorg are bench_learning.py's runs of the same world and settings, so
+the seeded verdict's runs (benchmarks/results/learning_appearance_cpu) are reused and its rows and these agree.
+Runs and their scores are kept under ``--work`` (shared with bench_learning.py) and reused, so a rerun re-scores
+nothing it has scored and retrains nothing. Differences are paired by seed (Unpair-Seg's backbone is that seed's
+GroupViT): mean and 95% t interval of the per-seed differences.
 """
 
 from __future__ import annotations
@@ -44,29 +50,21 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 RESULTS = HERE / "results"
 LABELS = ["cat", "dog", "sky"]
-ROWS = ("groupvit", "mixreorg", "unpairseg_stage1", "unpairseg", "groupvit_budget")
+ROWS = ("groupvit", "mixreorg", "unpairseg_stage1", "unpairseg", "groupvit_budget", "unpairseg_on_mixreorg")
+DIFFERENCES = (("unpairseg", "groupvit"), ("unpairseg", "mixreorg"), ("unpairseg", "groupvit_budget"),
+               ("unpairseg", "unpairseg_stage1"), ("groupvit_budget", "groupvit"),
+               ("unpairseg_on_mixreorg", "mixreorg"), ("unpairseg_on_mixreorg", "unpairseg"))
 
 
-def corpus(folder: Path, args: argparse.Namespace, seed: int, masks_only: bool = False) -> Path:
+def masks_corpus(work: Path, args: argparse.Namespace, size: int, seed: int) -> Path:
+    """``size`` image-mask pairs of the world (the ``masks`` split of a corpus whose other splits go unused)."""
     from mixreorg.data.synthetic import generate_corpus
 
+    folder = work / "unpairseg" / f"masks_{args.world}_{args.image_size}px_{size}_seed{seed}"
     if not (folder / "synth.json").is_file():
-        sizes = (1, 0, args.eval_size) if masks_only else (args.train_size, args.eval_size, args.mask_size)
-        generate_corpus(folder, train_size=sizes[0], eval_size=sizes[1], mask_size=sizes[2],
-                        image_size=args.image_size, seed=seed, shard_size=max(8, sizes[0] // 8))
+        generate_corpus(folder, train_size=1, eval_size=0, mask_size=size, image_size=args.image_size, seed=seed,
+                        shard_size=500, world=args.world, workers=args.threads)
     return folder
-
-
-def train_run(run: Path, preset: str, data: Path, overrides: list[str]) -> float:
-    """Train (or reuse) one run; returns its training seconds."""
-    from mixreorg.training.launch import train
-
-    timing = run / "bench_seconds.json"
-    if not timing.is_file():
-        start = time.perf_counter()
-        train(preset, str(data), run, overrides=overrides)
-        timing.write_text(json.dumps({"seconds": time.perf_counter() - start}))
-    return json.loads(timing.read_text())["seconds"]
 
 
 def naming(model_dir: Path, data: Path) -> dict:
@@ -158,32 +156,53 @@ def mask_quality(model_dir: Path, pairs: list) -> dict:
         "masks_per_image": statistics.fmean(counts)}
 
 
-def one_seed(seed: int, data: Path, pairs: list, args: argparse.Namespace) -> dict:
-    runs = Path(args.work) / f"seed{seed}"
-    common = [f"train.seed={seed}", "data.workers=0", "train.save_every=100000", "train.log_every=50",
-              f"train.batch_size={args.batch_size}"]
-    captions, masks = data / "train" / "manifest.json", data / "masks" / "manifest.json"
-    seconds = {
-        "groupvit": train_run(runs / "groupvit", "tiny_groupvit", captions, common + [f"train.max_steps={args.steps}"]),
-        "mixreorg": train_run(runs / "mixreorg", "tiny", captions, common + [f"train.max_steps={args.steps}"]),
-    }
-    small = args.unpairseg_set
-    seconds["unpairseg_stage1"] = seconds["groupvit"] + train_run(
-        runs / "masks", "unpairseg_tiny_masks", masks,
-        common + small + [f"unpairseg.model.backbone=checkpoint:{runs / 'groupvit' / 'model'}",
-                          f"train.max_steps={args.mask_steps}"])
-    seconds["unpairseg"] = seconds["unpairseg_stage1"] + train_run(
-        runs / "align", "unpairseg_tiny_align", captions,
-        common + small + [f"unpairseg.align.masks_checkpoint={runs / 'masks'}", f"train.max_steps={args.align_steps}"])
-    extra = round((seconds["unpairseg"] - seconds["groupvit"]) / seconds["groupvit"] * args.steps)
-    seconds["groupvit_budget"] = train_run(runs / "groupvit_budget", "tiny_groupvit", captions,
-                                           common + [f"train.max_steps={args.steps + extra}"])
-    folders = {"groupvit": "groupvit", "mixreorg": "mixreorg", "unpairseg_stage1": "masks", "unpairseg": "align",
-               "groupvit_budget": "groupvit_budget"}
+def one_seed(seed: int, data: Path, masks: Path, pairs: list, args: argparse.Namespace) -> dict:
+    """Every row of one seed. GroupViT and MixReorg are bench_learning.py's runs of the same settings (the seeded
+    verdict's, reused when they exist); Unpair-Seg's two stages train on that GroupViT, frozen."""
+    from bench_learning import run_folder, train_run, variant_overrides
+
+    work = Path(args.work)
+
+    def learning_run(variant: str, steps: int) -> tuple[Path, float]:
+        run = run_folder(args.world, "tiny", variant, seed, steps, args.learning_set, work)
+        preset = "tiny_groupvit" if variant == "groupvit" else "tiny"
+        timing = train_run(run, preset, variant_overrides(variant, seed, steps, args.learning_set), data, 1)
+        return run, timing["cpu_seconds"]
+
+    def unpairseg_run(backbone: str) -> tuple[Path, float, Path, float]:
+        """Both stages on that seed's ``backbone`` run: (stage-1 run, its CPU seconds, stage-2 run, its seconds)."""
+        runs = work / "unpairseg" / f"seed{seed}"
+        suffix = "" if backbone == "groupvit" else f"_{backbone}"  # the GroupViT runs keep their first names
+        masks_run, align_run = runs / f"masks{suffix}", runs / f"align{suffix}"
+        common = [*args.unpairseg_set, f"train.seed={seed}", "train.save_every=100000"]
+        masks_seconds = train_run(masks_run, "unpairseg_tiny_masks", [
+            *common, f"unpairseg.model.backbone=checkpoint:{folders[backbone] / 'model'}",
+            f"train.max_steps={args.mask_steps}"], masks, 1, manifest="masks")["cpu_seconds"]
+        align_seconds = train_run(align_run, "unpairseg_tiny_align", [
+            *common, f"unpairseg.align.masks_checkpoint={masks_run}", f"train.max_steps={args.align_steps}"],
+            data, 1)["cpu_seconds"]
+        return masks_run, masks_seconds, align_run, align_seconds
+
+    folders, seconds = {}, {}
+    folders["groupvit"], seconds["groupvit"] = learning_run("groupvit", args.steps)
+    folders["mixreorg"], seconds["mixreorg"] = learning_run("mixreorg", args.steps)
+    folders["unpairseg_stage1"], stage1, folders["unpairseg"], stage2 = unpairseg_run("groupvit")
+    seconds["unpairseg_stage1"] = seconds["groupvit"] + stage1
+    seconds["unpairseg"] = seconds["unpairseg_stage1"] + stage2
+    _, stage1, folders["unpairseg_on_mixreorg"], stage2 = unpairseg_run("mixreorg")
+    seconds["unpairseg_on_mixreorg"] = seconds["mixreorg"] + stage1 + stage2
+    # GroupViT given Unpair-Seg's whole CPU time, at GroupViT's own measured speed.
+    budget = round(seconds["unpairseg"] / seconds["groupvit"] * args.steps)
+    folders["groupvit_budget"], seconds["groupvit_budget"] = learning_run("groupvit", budget)
     out = {}
-    for row, folder in folders.items():
-        model = runs / folder / "model"
-        out[row] = {**naming(model, data), **mask_quality(model, pairs), "train_seconds": seconds[row]}
+    for row in ROWS:
+        model = folders[row] / "model"
+        cached = folders[row] / f"bench_unpairseg_{data.name}_{len(pairs)}.json"  # rescoring without retraining
+        if not cached.is_file():
+            cached.write_text(json.dumps({**naming(model, data), **mask_quality(model, pairs)}))
+        out[row] = {**json.loads(cached.read_text()), "train_seconds": seconds[row]}
+        if row == "groupvit_budget":
+            out[row]["steps"] = budget
     return out
 
 
@@ -249,6 +268,16 @@ def mean_sd(values: list[float]) -> str:
     return f"{statistics.fmean(values):.1f} +- {statistics.stdev(values):.1f}"
 
 
+def paired(seeds: list[dict], a: str, b: str, key: str) -> str:
+    from scipy import stats
+
+    differences = [seed[a][key] - seed[b][key] for seed in seeds]
+    mean, sd = statistics.fmean(differences), statistics.stdev(differences)
+    half = stats.t.ppf(0.975, len(differences) - 1) * sd / len(differences) ** 0.5
+    star = "*" if mean - half > 0 or mean + half < 0 else ""
+    return f"{mean:+.1f} [{mean - half:+.1f}, {mean + half:+.1f}]{star}"
+
+
 def report(record: dict) -> str:
     seeds = record["seeds"]
     rows = [row for row in ROWS if all(row in seed for seed in seeds)]
@@ -260,7 +289,7 @@ def report(record: dict) -> str:
         f"# Unpair-Seg vs GroupViT and MixReorg on the synthetic world ({len(seeds)} seeds)", "",
         f"{record['settings']['note']}", "",
         "## Naming: mIoU on the evaluation set (groupvit protocol), mean +- sd over seeds", "",
-        "| method | mIoU | objects | backgrounds | training s |", "|---|---|---|---|---|",
+        "| method | mIoU | objects | backgrounds | training CPU s |", "|---|---|---|---|---|",
         *(f"| {row} | {cell(row, 'mIoU')} | {cell(row, 'objects')} | {cell(row, 'backgrounds')} | "
           f"{cell(row, 'train_seconds')} |" for row in rows), "",
         "## Class-agnostic masks on held-out image-mask pairs: best-mask IoU and recall at IoU 0.5", "",
@@ -269,6 +298,13 @@ def report(record: dict) -> str:
         *(f"| {row} | {cell(row, 'object_iou')} | {cell(row, 'object_recall')} | {cell(row, 'background_iou')} | "
           f"{cell(row, 'background_recall')} | {cell(row, 'masks_per_image')} |" for row in rows), "",
     ]
+    if len(seeds) > 1:
+        lines += ["## Differences, paired by seed: mean [95% t interval]; * where the interval excludes 0", "",
+                  "| difference | mIoU | objects | backgrounds | object IoU | object recall |",
+                  "|---|---|---|---|---|---|",
+                  *(f"| {a} - {b} | " + " | ".join(paired(seeds, a, b, key) for key in
+                                                  ("mIoU", "objects", "backgrounds", "object_iou", "object_recall"))
+                    + " |" for a, b in DIFFERENCES if a in rows and b in rows), ""]
     if record.get("latency"):
         timing = record["latency"]
         threads = f"{timing['threads']} thread{'s' if timing['threads'] > 1 else ''}"
@@ -284,10 +320,11 @@ def report(record: dict) -> str:
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--jobs", type=int, default=2, help="seeds at once, one thread each")
+    parser.add_argument("--world", default="appearance", choices=("appearance", "shapes"))
     parser.add_argument("--steps", type=int, default=1500, help="GroupViT and MixReorg steps (the backbone's too)")
     parser.add_argument("--mask-steps", type=int, default=1000, help="Unpair-Seg stage-1 steps")
     parser.add_argument("--align-steps", type=int, default=300, help="Unpair-Seg stage-2 steps")
-    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--train-size", type=int, default=20000, help="image-caption pairs")
     parser.add_argument("--mask-size", type=int, default=4000, help="image-mask pairs")
     parser.add_argument("--eval-size", type=int, default=300, help="evaluation images and held-out mask pairs")
@@ -298,16 +335,20 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latency-grid", type=int, default=20)
     parser.add_argument("--no-latency", action="store_true")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for the Unpair-Seg runs")
-    parser.add_argument("--work", default=str(HERE / "work" / "unpairseg"))
+    parser.add_argument("--learning-set", nargs="*", default=["train.torch_compile=true"], metavar="KEY=VALUE",
+                        help="bench_learning.py's --set for the GroupViT and MixReorg runs (default: the verdict's)")
+    parser.add_argument("--work", default=str(HERE / "work"), help="bench_learning.py's work folder, shared")
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--name", default="unpairseg_cpu")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes and steps: checks the script runs")
     args = parser.parse_args(argv)
     args.unpairseg_set = list(args.set)
     if args.smoke:
-        args.seeds, args.steps, args.mask_steps, args.align_steps, args.batch_size = 1, 2, 2, 2, 4
+        args.seeds, args.steps, args.mask_steps, args.align_steps, args.jobs = 1, 2, 2, 2, 1
         args.train_size, args.mask_size, args.eval_size, args.image_size = 16, 16, 2, 64
         args.repeats, args.latency_size, args.latency_grid, args.threads = 1, 64, 4, 1
+        args.learning_set = ["train.batch_size=4", "data.workers=0"]
+        args.unpairseg_set += ["train.batch_size=4", "data.workers=0"]
         args.unpairseg_set += ["unpairseg.model.pixel_dim=32", "unpairseg.model.mask_dim=32", "unpairseg.model.heads=2",
                                "unpairseg.model.mlp_dim=64", "unpairseg.model.decoder_layers=2",
                                "unpairseg.model.adapter_dim=32", "unpairseg.inference.grid=4",
@@ -316,16 +357,23 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bench_learning import corpus
+
     args = parse(argv)
     torch.set_num_threads(args.threads)
     work = Path(args.work)
-    data = corpus(work / f"synth_{args.image_size}px_{args.train_size}_{args.mask_size}_{args.eval_size}", args, 0)
-    pairs = held_out(corpus(work / f"held_out_{args.image_size}px_{args.eval_size}", args, 1, masks_only=True))
+    data = corpus(args.world, args.train_size, args.eval_size, args.image_size, work)
+    masks = masks_corpus(work, args, args.mask_size, 0)
+    pairs = held_out(masks_corpus(work, args, args.eval_size, 1))
     start = time.perf_counter()
-    seeds = [one_seed(seed, data, pairs, args) for seed in range(args.seeds)]
-    note = (f"{args.steps} steps of GroupViT/MixReorg (batch {args.batch_size}); Unpair-Seg: that GroupViT frozen, "
-            f"{args.mask_steps} stage-1 and {args.align_steps} stage-2 steps; groupvit_budget: GroupViT trained for "
-            "Unpair-Seg's total seconds. Training seconds include the backbone's for Unpair-Seg.")
+    with ThreadPoolExecutor(args.jobs) as pool:
+        seeds = list(pool.map(lambda seed: one_seed(seed, data, masks, pairs, args), range(args.seeds)))
+    note = (f"{args.steps} steps of GroupViT/MixReorg (bench_learning.py's runs, --set {' '.join(args.learning_set)})"
+            f"; Unpair-Seg: that GroupViT frozen, {args.mask_steps} stage-1 and {args.align_steps} stage-2 steps; "
+            "groupvit_budget: GroupViT trained for Unpair-Seg's total CPU seconds (backbone included) at its own "
+            f"speed. {args.jobs} seed(s) at once, one thread per training.")
     record = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"), "machine": platform.processor() or "cpu",
         "settings": {**{k: v for k, v in vars(args).items() if k not in ("out", "work")}, "note": note},
