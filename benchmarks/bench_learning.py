@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from learning_groups import group_figure, grouping, grouping_floors, kmeans_colours
+from learning_groups import group_figure, grouping, grouping_floors, kmeans_colours, segments_of
 from learning_report import write_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -319,7 +319,7 @@ def main() -> None:
     report = write_report(record)
     (RESULTS / f"{stem}.md").write_text(report)
     _curves(runs, RESULTS / f"{stem}_curves.png")
-    first_seeds = {variant: load_model(folders[0] / "model")[0] for variant, folders in runs.items()}
+    first_seeds = {variant: segments_of(load_model(folders[0] / "model")[0]) for variant, folders in runs.items()}
     group_figure(first_seeds, benchmark, RESULTS / f"{stem}_groups.png")
     print(report)
 

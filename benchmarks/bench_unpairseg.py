@@ -40,6 +40,7 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -134,6 +135,34 @@ def unpairseg_masks(model, image: np.ndarray) -> np.ndarray:
     return (logits > 0).numpy()
 
 
+def mask_map(model) -> Callable[[np.ndarray], np.ndarray]:
+    """Unpair-Seg's automatic masks as an [H, W] segment map: each pixel in the first (best-scored) mask covering it,
+    0 where none does."""
+
+    def view(image: np.ndarray) -> np.ndarray:
+        segments = np.zeros(image.shape[:2], np.int64)
+        for number, mask in enumerate(unpairseg_masks(model, image), 1):
+            segments[mask & (segments == 0)] = number
+        return segments
+
+    return view
+
+
+def figure(folders: dict[str, Path], data: Path, path: Path) -> None:
+    """Held-out pictures, their true regions, and each row's segments or masks (one seed)."""
+    from learning_groups import group_figure, segments_of
+
+    from mixreorg.checkpoint import load_model
+    from mixreorg.data.benchmarks import get_benchmark
+
+    views = {}
+    for row in ("groupvit", "mixreorg", "unpairseg", "unpairseg_on_mixreorg"):
+        model, config = load_model(folders[row] / "model")
+        views[row.replace("_on_", " on ")] = mask_map(model) if config.method == "unpairseg" else segments_of(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    group_figure(views, get_benchmark("synthetic", data), path)
+
+
 def mask_quality(model_dir: Path, pairs: list) -> dict:
     from learning_groups import model_view
 
@@ -203,6 +232,8 @@ def one_seed(seed: int, data: Path, masks: Path, pairs: list, args: argparse.Nam
         out[row] = {**json.loads(cached.read_text()), "train_seconds": seconds[row]}
         if row == "groupvit_budget":
             out[row]["steps"] = budget
+    if seed == 0:
+        figure(folders, data, Path(args.out) / f"{args.name}_masks.png")
     return out
 
 

@@ -12,6 +12,7 @@ background patch tokens where stage 1 ends.
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -123,12 +124,18 @@ def grouping_floors(benchmark, clusters: int = 4, seed: int = 0) -> dict:
     return {"one_segment": _score(one, ids), "colour_kmeans": _score(colour, ids)}
 
 
-def group_figure(models: dict, benchmark, path: Path) -> None:
-    """A grid: evaluation images, their true regions, and each model's segments (random colours per segment)."""
+def segments_of(model) -> Callable[[np.ndarray], np.ndarray]:
+    """A GroupViT/MixReorg model as a picture -> [H, W] segment-index map (its winning segment per pixel)."""
+    return lambda image: model_view(model, image)[0]
+
+
+def group_figure(views: dict[str, Callable[[np.ndarray], np.ndarray]], benchmark, path: Path) -> None:
+    """A grid: evaluation images, their true regions, and each view's segments (random colours per segment); a view
+    maps a picture to an [H, W] map of segment indices."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    columns = ["image", "true regions", *models]
+    columns = ["image", "true regions", *views]
     rows = min(FIGURE_IMAGES, len(benchmark))
     fig = Figure(figsize=(1.8 * len(columns), 1.8 * rows))
     FigureCanvasAgg(fig)
@@ -136,7 +143,7 @@ def group_figure(models: dict, benchmark, path: Path) -> None:
     for row in range(rows):
         image, label, _ = benchmark[row]
         panels = [image, np.asarray(benchmark.palette, np.uint8)[label]]
-        panels += [segment_colours[model_view(model, image)[0] % 256] for model in models.values()]
+        panels += [segment_colours[view(image) % 256] for view in views.values()]
         for column, panel in enumerate(panels):
             axis = fig.add_subplot(rows, len(columns), row * len(columns) + column + 1)
             axis.imshow(panel, interpolation="nearest")

@@ -24,5 +24,6 @@ def test_the_unpairseg_benchmark_runs_end_to_end_on_its_smoke_setting(tmp_path):
     assert seed["groupvit"]["masks_per_image"] >= 1  # GroupViT's segments cover every image
     models = record["latency"]["models"]
     assert set(models) == {"groupvit", "unpairseg (groupvit backbone)"} and models["groupvit"]["vs_groupvit"] == 1.0
+    assert (tmp_path / "results" / "unpairseg_cpu_masks.png").stat().st_size > 0
     report = (tmp_path / "results" / "unpairseg_cpu.md").read_text()
     assert "| unpairseg |" in report and "Latency per 64 px image on 1 thread " in report
