@@ -43,10 +43,13 @@ bench: install
 	$(PY) benchmarks/run_all.py
 
 bench-learning: install
-	$(PY) benchmarks/bench_learning.py --seeds 3 --seeds-of groupvit=5 mixreorg=5 --variants groupvit mixreorg \
+	$(PY) benchmarks/bench_learning.py --seeds 3 --seeds-of groupvit=5 mixreorg=5 groupvit_bn_projector=2 --variants groupvit mixreorg \
 		mixreorg_seg_attached mixreorg_no_contextual mixreorg_no_progressive mixreorg_no_restoration \
-		mixreorg_no_segmentation mixreorg_progressive_detach --jobs 2 --set train.torch_compile=true \
-		--name learning_appearance_cpu
+		mixreorg_no_segmentation mixreorg_progressive_detach mixreorg_progressive_average mixreorg_seg_hard \
+		mixreorg_seg_temperature mixreorg_bn_projector mixreorg_bn_projector_running_norm groupvit_bn_projector \
+		--jobs 2 --set train.torch_compile=true --name learning_appearance_cpu \
+		--note "CPU, 2 cores, two trainings at once with one thread each; torch.compile on"
+	$(PY) benchmarks/bench_unpairseg.py --seeds 3 --jobs 2
 	$(PY) benchmarks/bench_shape_probe.py
 
 # Wheels the GPU machine's image lacks (it reaches no package index), for benchmarks/gpu_learning.sh.
