@@ -128,6 +128,11 @@ def run_folder(world: str, scale: str, variant: str, seed: int, steps: int, comm
     return run
 
 
+def variant_preset(variant: str, scale: str) -> str:
+    """The preset a variant trains from: its method's preset at that scale."""
+    return SCALES[scale][("groupvit", "mixreorg").index(VARIANTS[variant][0])]
+
+
 def variant_overrides(variant: str, seed: int, steps: int, common: list[str]) -> list[str]:
     return [*common, *VARIANTS[variant][1], f"train.max_steps={steps}", f"train.seed={seed}",
             f"train.save_every={steps}"]
@@ -273,7 +278,7 @@ def main() -> None:
                 run_overrides += [f"train.eval_every={args.eval_every}", "train.eval_dataset=synthetic",
                                   f"train.eval_data_root={data}"]
             run = run_folder(args.world, args.scale, variant, seed, steps[method], args.set)
-            jobs.append((variant, seed, run, presets[method], run_overrides))
+            jobs.append((variant, seed, run, variant_preset(variant, args.scale), run_overrides))
     with ThreadPoolExecutor(args.jobs) as pool:
         timings = list(pool.map(lambda job: train_run(job[2], job[3], job[4], data, threads), jobs))
     results: dict[str, dict] = {}

@@ -188,14 +188,14 @@ def mask_quality(model_dir: Path, pairs: list) -> dict:
 def one_seed(seed: int, data: Path, masks: Path, pairs: list, args: argparse.Namespace) -> dict:
     """Every row of one seed. GroupViT and MixReorg are bench_learning.py's runs of the same settings (the seeded
     verdict's, reused when they exist); Unpair-Seg's two stages train on that GroupViT, frozen."""
-    from bench_learning import run_folder, train_run, variant_overrides
+    from bench_learning import run_folder, train_run, variant_overrides, variant_preset
 
     work = Path(args.work)
 
     def learning_run(variant: str, steps: int) -> tuple[Path, float]:
         run = run_folder(args.world, "tiny", variant, seed, steps, args.learning_set, work)
-        preset = "tiny_groupvit" if variant == "groupvit" else "tiny"
-        timing = train_run(run, preset, variant_overrides(variant, seed, steps, args.learning_set), data, 1)
+        timing = train_run(run, variant_preset(variant, "tiny"),
+                           variant_overrides(variant, seed, steps, args.learning_set), data, 1)
         return run, timing["cpu_seconds"]
 
     def unpairseg_run(backbone: str) -> tuple[Path, float, Path, float]:
