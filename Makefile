@@ -43,7 +43,7 @@ bench: install
 	$(PY) benchmarks/run_all.py
 
 bench-learning: install
-	$(PY) benchmarks/bench_learning.py --seeds 3 --seeds-of groupvit=5 mixreorg=5 groupvit_bn_projector=2 --variants groupvit mixreorg \
+	$(PY) benchmarks/bench_learning.py --seeds 3 --seeds-of groupvit=5 mixreorg=5 --variants groupvit mixreorg \
 		mixreorg_seg_attached mixreorg_no_contextual mixreorg_no_progressive mixreorg_no_restoration \
 		mixreorg_no_segmentation mixreorg_progressive_detach mixreorg_progressive_average mixreorg_seg_hard \
 		mixreorg_seg_temperature mixreorg_bn_projector mixreorg_bn_projector_running_norm groupvit_bn_projector \
