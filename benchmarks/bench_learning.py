@@ -219,20 +219,24 @@ def parse_args() -> argparse.Namespace:
                         help="steps between evaluations during training (mIoU curves; default none)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--name", default="", help="results file stem")
+    # Absolute: the trainings run with their run folder's parent as working directory.
+    parser.add_argument("--out", type=lambda p: Path(p).resolve(), default=RESULTS, help="folder for the results")
+    parser.add_argument("--work", type=lambda p: Path(p).resolve(), default=WORK,
+                        help="folder for the corpus and the runs (reused)")
     parser.add_argument("--note", default="", help="a sentence for the report, e.g. how runs shared the machine")
     parser.add_argument("--report-only", action="store_true",
                         help="rewrite <name>.md from <name>.json (after a change to the report) without evaluating")
     return parser.parse_args()
 
 
-def calibrated_steps(preset: str, extra: list[str], data: Path, minutes: float, threads: int) -> int:
+def calibrated_steps(preset: str, extra: list[str], data: Path, minutes: float, threads: int, work: Path) -> int:
     """Steps that fit in ``minutes`` of training, from the rate of a 30-step run (its first 10 steps excluded)."""
     import shutil
 
     from mixreorg.config.loader import load_config
     from mixreorg.training.logging import read_metrics
 
-    run = WORK / "runs" / f"calibrate_{preset}"
+    run = work / "runs" / f"calibrate_{preset}"
     shutil.rmtree(run, ignore_errors=True)
     train_run(run, preset, [*extra, "train.max_steps=30", "train.save_every=1000", "train.log_every=1"],
               data, threads)
@@ -245,7 +249,7 @@ def main() -> None:
     args = parse_args()
     if args.report_only:
         stem = args.name or f"learning_{args.world}_{'gpu' if args.device == 'cuda' else 'cpu'}"
-        (RESULTS / f"{stem}.md").write_text(write_report(json.loads((RESULTS / f"{stem}.json").read_text())))
+        (args.out / f"{stem}.md").write_text(write_report(json.loads((args.out / f"{stem}.json").read_text())))
         return
     import torch
 
@@ -258,12 +262,12 @@ def main() -> None:
 
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     torch.set_num_threads(threads * args.jobs)
-    data = corpus(args.world, args.train_size, args.eval_size, args.image_size)
+    data = corpus(args.world, args.train_size, args.eval_size, args.image_size, args.work)
     device = torch.device(args.device)
     presets = dict(zip(("groupvit", "mixreorg"), SCALES[args.scale], strict=True))
     steps = {method: args.steps for method in presets}
     if args.minutes:
-        steps = {m: calibrated_steps(p, args.set, data, args.minutes, threads) for m, p in presets.items()}
+        steps = {m: calibrated_steps(p, args.set, data, args.minutes, threads, args.work) for m, p in presets.items()}
     seeds = {variant: args.seeds for variant in args.variants}
     seeds.update({name: int(count) for name, count in (item.split("=") for item in args.seeds_of)})
     jobs = []
@@ -277,7 +281,7 @@ def main() -> None:
             if args.eval_every:
                 run_overrides += [f"train.eval_every={args.eval_every}", "train.eval_dataset=synthetic",
                                   f"train.eval_data_root={data}"]
-            run = run_folder(args.world, args.scale, variant, seed, steps[method], args.set)
+            run = run_folder(args.world, args.scale, variant, seed, steps[method], args.set, args.work)
             jobs.append((variant, seed, run, variant_preset(variant, args.scale), run_overrides))
     with ThreadPoolExecutor(args.jobs) as pool:
         timings = list(pool.map(lambda job: train_run(job[2], job[3], job[4], data, threads), jobs))
@@ -319,13 +323,13 @@ def main() -> None:
         "note": args.note,
     }
     stem = args.name or f"learning_{args.world}_{tag}"
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{stem}.json").write_text(json.dumps(record, indent=1))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{stem}.json").write_text(json.dumps(record, indent=1))
     report = write_report(record)
-    (RESULTS / f"{stem}.md").write_text(report)
-    _curves(runs, RESULTS / f"{stem}_curves.png")
+    (args.out / f"{stem}.md").write_text(report)
+    _curves(runs, args.out / f"{stem}_curves.png")
     first_seeds = {variant: segments_of(load_model(folders[0] / "model")[0]) for variant, folders in runs.items()}
-    group_figure(first_seeds, benchmark, RESULTS / f"{stem}_groups.png")
+    group_figure(first_seeds, benchmark, args.out / f"{stem}_groups.png")
     print(report)
 
 
