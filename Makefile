@@ -30,7 +30,9 @@ BIN := $(VENV)/bin
 SEGMENT_DEMO := $(DEMO)/data/eval/images/000000.png $(DEMO)/data/eval/images/000003.png \
 	--labels-file $(DEMO)/data/eval/classes.txt
 demo: install
-	@test -f $(DEMO)/data/masks/manifest.json || $(BIN)/mixreorg data synth --out $(DEMO)/data --workers 2 --mask-size 4000
+	@# Drawn once and reused; drawn again when missing, unfinished (synth.json comes last) or from an older demo.
+	@$(PY) -c "import json, sys; sys.exit(json.load(open('$(DEMO)/data/synth.json'))['mask_size'] != 4000)" 2>/dev/null || \
+		{ rm -rf $(DEMO)/data && $(BIN)/mixreorg data synth --out $(DEMO)/data --workers 2 --mask-size 4000; }
 	rm -rf $(DEMO)/run $(DEMO)/masks $(DEMO)/align $(DEMO)/segment $(DEMO)/segment_mixreorg
 	$(BIN)/mixreorg train --config tiny --data $(DEMO)/data/train/manifest.json --out $(DEMO)/run
 	$(BIN)/mixreorg train --config unpairseg_tiny_masks --data $(DEMO)/data/masks/manifest.json --out $(DEMO)/masks \
